@@ -1,0 +1,52 @@
+# Modelgate: `make run` serves the demo, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# CI runs on the machine's Postgres and Redis; tests refuse to run there without them.
+ifeq ($(CI),true)
+export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/15
+export REDIS_URL ?= redis://127.0.0.1:6379/14
+endif
+
+.PHONY: install run worker test lint format bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --no-input -v0
+	$(BIN)/python manage.py collectstatic --no-input -v0
+	$(BIN)/python manage.py load_demo
+	@echo "Starting the worker (log: var/worker.log) and the server on http://$(HOST):$(PORT)/"
+	@$(BIN)/celery -A workers.celery worker --beat --pool threads --concurrency 2 \
+	    --loglevel INFO --logfile var/worker.log & worker=$$!; \
+	  trap "kill $$worker 2>/dev/null; wait $$worker 2>/dev/null" EXIT INT TERM; \
+	  $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
+
+test: $(STAMP)
+	MODELGATE_VAR_DIR=$(CURDIR)/var/test $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf var/test .pytest_cache

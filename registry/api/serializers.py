@@ -1,0 +1,323 @@
+"""Response shapes, and request shapes for the OpenAPI document.
+
+Requests are validated by the services (so every door applies the same rules); the
+request serializers here describe them for the schema and catch wrong JSON types early.
+"""
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from registry.models import Alias, ApiToken, Event, ModelVersion, RegisteredModel, VersionFile
+
+# --- shared pieces -------------------------------------------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+StringMap = serializers.DictField(child=serializers.CharField(allow_blank=True))
+
+
+def _username(user) -> str | None:
+    return user.get_username() if user else None
+
+
+def absolute(request, viewname: str, **kwargs) -> str:
+    url = reverse(viewname, kwargs=kwargs)
+    return request.build_absolute_uri(url) if request else url
+
+
+# --- models --------------------------------------------------------------------------
+
+
+class ModelCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=128)
+    description = serializers.CharField(required=False, allow_blank=True)
+    tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    owner_team = serializers.CharField(required=False, allow_blank=True)
+    primary_metric = serializers.CharField(required=False, allow_blank=True)
+
+
+class ModelUpdateSerializer(serializers.Serializer):
+    description = serializers.CharField(required=False, allow_blank=True)
+    tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    owner_team = serializers.CharField(required=False, allow_blank=True)
+    primary_metric = serializers.CharField(required=False, allow_blank=True)
+
+
+class RegisteredModelSerializer(serializers.ModelSerializer):
+    latest_version = serializers.SerializerMethodField()
+    aliases = serializers.SerializerMethodField()
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RegisteredModel
+        fields = [
+            "name",
+            "description",
+            "tags",
+            "owner_team",
+            "primary_metric",
+            "latest_version",
+            "aliases",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_latest_version(self, obj) -> int | None:
+        return obj.last_version_number or None
+
+    @extend_schema_field(serializers.DictField(child=serializers.IntegerField()))
+    def get_aliases(self, obj) -> dict:
+        return {a.name: a.version.number for a in obj.aliases.all()}
+
+    def get_created_by(self, obj) -> str | None:
+        return _username(obj.created_by)
+
+
+# --- versions ------------------------------------------------------------------------
+
+
+class LineageSerializer(serializers.Serializer):
+    code_commit = serializers.CharField(required=False, allow_blank=True)
+    dataset = serializers.CharField(required=False, allow_blank=True)
+    run_url = serializers.CharField(required=False, allow_blank=True)
+    run_id = serializers.CharField(required=False, allow_blank=True)
+    parent_version = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class FileDeclarationSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    size = serializers.IntegerField(min_value=0)
+    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$")
+
+
+class VersionMetadataSerializer(serializers.Serializer):
+    description = serializers.CharField(required=False, allow_blank=True)
+    metrics = serializers.DictField(child=serializers.FloatField(), required=False)
+    params = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    lineage = LineageSerializer(required=False)
+
+
+class VersionCreateSerializer(VersionMetadataSerializer):
+    files = FileDeclarationSerializer(many=True)
+
+
+class VersionMultipartSerializer(serializers.Serializer):
+    metadata = serializers.CharField(required=False, help_text="VersionMetadata as JSON text")
+    files = serializers.ListField(child=serializers.FileField())
+
+
+class UploadTargetSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    url = serializers.URLField()
+
+
+class VersionCreatedSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    state = serializers.CharField()
+    uploads = UploadTargetSerializer(many=True)
+
+
+class VersionUpdateSerializer(serializers.Serializer):
+    description = serializers.CharField(required=False, allow_blank=True)
+    tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+
+
+class VersionFileSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = VersionFile
+        fields = ["path", "size", "sha256", "complete", "download_url"]
+
+    def get_download_url(self, obj) -> str:
+        version = obj.version
+        return absolute(
+            self.context.get("request"),
+            "api:version-file",
+            name=version.model.name,
+            ref=str(version.number),
+            path=obj.path,
+        )
+
+
+class ScanSerializer(serializers.Serializer):
+    status = serializers.CharField(allow_blank=True)
+    findings = serializers.ListField(child=serializers.DictField())
+
+
+class PackageSerializer(serializers.Serializer):
+    state = serializers.CharField()
+    sha256 = serializers.CharField(allow_blank=True)
+    size = serializers.IntegerField(allow_null=True)
+    download_url = serializers.CharField(allow_null=True)
+
+
+class VersionSummarySerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="number")
+    model = serializers.CharField(source="model.name")
+    aliases = serializers.SerializerMethodField()
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "model",
+            "version",
+            "state",
+            "status_reason",
+            "description",
+            "metrics",
+            "params",
+            "tags",
+            "aliases",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_aliases(self, obj) -> list[str]:
+        return sorted(a.name for a in obj.aliases.all())
+
+    def get_created_by(self, obj) -> str | None:
+        return _username(obj.created_by)
+
+
+class VersionDetailSerializer(VersionSummarySerializer):
+    files = VersionFileSerializer(many=True, read_only=True)
+    scan = serializers.SerializerMethodField()
+    package = serializers.SerializerMethodField()
+
+    class Meta(VersionSummarySerializer.Meta):
+        fields = [
+            *VersionSummarySerializer.Meta.fields,
+            "lineage",
+            "signature",
+            "framework",
+            "model_card",
+            "files",
+            "scan",
+            "package",
+            "finalized_at",
+        ]
+
+    @extend_schema_field(ScanSerializer)
+    def get_scan(self, obj) -> dict:
+        return {"status": obj.scan_status, "findings": obj.scan_findings}
+
+    @extend_schema_field(PackageSerializer)
+    def get_package(self, obj) -> dict:
+        url = None
+        if obj.package_state == "ready":
+            url = absolute(
+                self.context.get("request"),
+                "api:version-package",
+                name=obj.model.name,
+                ref=str(obj.number),
+            )
+        return {
+            "state": obj.package_state,
+            "sha256": obj.package_sha256,
+            "size": obj.package_size,
+            "download_url": url,
+        }
+
+
+class FileStatusSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    size = serializers.IntegerField()
+    received = serializers.IntegerField()
+    complete = serializers.BooleanField()
+    sha256 = serializers.CharField()
+
+
+# --- aliases -------------------------------------------------------------------------
+
+
+class AliasSerializer(serializers.ModelSerializer):
+    alias = serializers.CharField(source="name")
+    version = serializers.IntegerField(source="version.number")
+    protected = serializers.SerializerMethodField()
+    updated_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Alias
+        fields = ["alias", "version", "protected", "updated_at", "updated_by"]
+
+    def get_protected(self, obj) -> bool:
+        return obj.name in self.context.get("protected", set())
+
+    def get_updated_by(self, obj) -> str | None:
+        return _username(obj.updated_by)
+
+
+class AliasSetSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1)
+
+
+# --- events --------------------------------------------------------------------------
+
+
+class EventSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_name")
+    model = serializers.CharField(source="model_name", allow_blank=True)
+    version = serializers.IntegerField(source="version_number", allow_null=True)
+
+    class Meta:
+        model = Event
+        fields = ["id", "type", "actor", "at", "model", "version", "data"]
+
+
+# --- auth ----------------------------------------------------------------------------
+
+
+class TokenCreateSerializer(serializers.Serializer):
+    username = serializers.CharField(required=False)
+    password = serializers.CharField(required=False, style={"input_type": "password"})
+    name = serializers.CharField(max_length=100)
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=ApiToken.SCOPES), required=False
+    )
+    expires_in_days = serializers.IntegerField(required=False, min_value=1)
+
+
+class TokenSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at"]
+
+
+class TokenCreatedSerializer(TokenSerializer):
+    token = serializers.SerializerMethodField()
+
+    class Meta(TokenSerializer.Meta):
+        fields = [*TokenSerializer.Meta.fields, "token"]
+
+    def get_token(self, obj) -> str:
+        return self.context["secret"]
+
+
+class MeSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    groups = serializers.ListField(child=serializers.CharField())
+    permissions = serializers.ListField(child=serializers.CharField())
+    is_staff = serializers.BooleanField()
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    checks = serializers.DictField(child=serializers.CharField(), required=False)

@@ -1,0 +1,57 @@
+"""/healthz (the process answers) and /readyz (database, broker and storage answer)."""
+
+import logging
+
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+
+from registry.storage import get_store
+
+log = logging.getLogger(__name__)
+
+
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _check_broker() -> None:
+    from workers.celery import app
+
+    with app.connection_for_write(url=settings.CELERY_BROKER_URL) as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+
+
+def _check_storage() -> None:
+    store = get_store()
+    info = store.put(_Empty())
+    if not store.exists(info.sha256):
+        raise OSError("the store does not keep what it is given")
+
+
+class _Empty:
+    def read(self, size=-1) -> bytes:
+        return b""
+
+
+def readyz(request):
+    checks, ok = {}, True
+    for name, check in (
+        ("database", _check_database),
+        ("broker", _check_broker),
+        ("storage", _check_storage),
+    ):
+        try:
+            check()
+            checks[name] = "ok"
+        except Exception as exc:
+            log.warning("readiness check %s failed: %s", name, exc)
+            checks[name], ok = f"error: {type(exc).__name__}", False
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

@@ -1,0 +1,216 @@
+"""The registry's domain: models, versions, files, aliases, the audit log and API tokens.
+
+Writes go through `registry.services`; these classes hold data and invariants only.
+"""
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+
+model_name_validator = RegexValidator(MODEL_NAME_PATTERN)
+alias_validator = RegexValidator(ALIAS_PATTERN)
+
+
+class RegisteredModel(models.Model):
+    name = models.CharField(max_length=128, unique=True, validators=[model_name_validator])
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    owner_team = models.CharField(max_length=128, blank=True)
+    # The metric charts and `metric_not_worse` gates use; empty means "the first one".
+    primary_metric = models.CharField(max_length=250, blank=True)
+    # Highest version number ever handed out; bumped under a row lock, never decreased.
+    last_version_number = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    class State(models.TextChoices):
+        UPLOADING = "uploading"
+        PROCESSING = "processing"
+        READY = "ready"
+        FAILED = "failed"
+        ARCHIVED = "archived"
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.UPLOADING)
+    status_reason = models.TextField(blank=True)
+    description = models.TextField(blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    lineage = models.JSONField(default=dict, blank=True)
+    signature = models.JSONField(null=True, blank=True)
+    framework = models.CharField(max_length=64, blank=True)
+    model_card = models.TextField(blank=True)
+    scan_status = models.CharField(max_length=16, blank=True)
+    scan_findings = models.JSONField(default=list, blank=True)
+    package_state = models.CharField(max_length=16, default="none")
+    package_sha256 = models.CharField(max_length=64, blank=True)
+    package_size = models.BigIntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["model", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "number"], name="version_number_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["model", "state"], name="version_model_state"),
+            models.Index(fields=["model", "created_at"], name="version_model_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}/{self.number}"
+
+    @property
+    def is_finalized(self) -> bool:
+        return self.state != self.State.UPLOADING
+
+
+class VersionFile(models.Model):
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=512)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    # Upload progress: bytes accepted so far, and the store's staging id while in flight.
+    received = models.BigIntegerField(default=0)
+    upload_id = models.CharField(max_length=32, blank=True)
+    complete = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "path"], name="version_file_path_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class Alias(models.Model):
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="aliases")
+    name = models.CharField(max_length=64, validators=[alias_validator])
+    # RESTRICT: a version an alias points at cannot be deleted on its own.
+    version = models.ForeignKey(ModelVersion, on_delete=models.RESTRICT, related_name="aliases")
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "name"], name="alias_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}@{self.name}"
+
+
+class AppendOnlyError(Exception):
+    pass
+
+
+class Event(models.Model):
+    """An audit record, written in the same transaction as the change it describes."""
+
+    type = models.CharField(max_length=64)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Names are copied so the record outlives a deleted user or model.
+    actor_name = models.CharField(max_length=150, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+    model = models.ForeignKey(
+        RegisteredModel, null=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    model_name = models.CharField(max_length=128, blank=True)
+    version_number = models.PositiveIntegerField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["model_name", "-id"], name="event_model"),
+            models.Index(fields=["type", "-id"], name="event_type"),
+            models.Index(fields=["at"], name="event_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} by {self.actor_name} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise AppendOnlyError("Events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Events are append-only.")
+
+
+class ApiToken(models.Model):
+    """A bearer token. Only the sha256 of its secret is stored; the secret is shown once."""
+
+    SCOPES = ("read", "write", "review", "admin")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    key_id = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user})"
+
+    @property
+    def is_active(self) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()
+
+
+class Environment(models.Model):
+    """A protected alias name with a promotion policy (e.g. staging, production)."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[alias_validator])
+    description = models.TextField(blank=True)
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    reviewer_group = models.CharField(max_length=150, default="reviewers")
+    allow_self_approval = models.BooleanField(default=False)
+    gates = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,310 @@
+"""Model versions: numbering, creation, finalization, resolution, archiving."""
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from registry.models import Alias, ModelVersion, RegisteredModel, VersionFile
+from registry.storage import BlobInfo, validate_file_path
+
+from . import access, validation
+from .environments import is_protected
+from .events import record_event
+from .registered_models import require
+
+log = logging.getLogger(__name__)
+State = ModelVersion.State
+METADATA_FIELDS = {"description", "metrics", "params", "tags", "lineage"}
+
+
+def resolve_version(model: RegisteredModel, ref: str | int) -> ModelVersion:
+    """A version by number, `@alias`, or `latest` (the newest ready version)."""
+    ref = str(ref)
+    versions = ModelVersion.objects.filter(model=model).select_related("model")
+    if ref.isdigit():
+        found = versions.filter(number=int(ref)).first()
+    elif ref == "latest":
+        found = versions.filter(state=State.READY).order_by("-number").first()
+    elif ref.startswith("@"):
+        alias = Alias.objects.filter(model=model, name=ref[1:]).select_related("version").first()
+        found = alias.version if alias else None
+        if alias:
+            found.model = model
+    else:
+        raise InvalidInput(
+            f"'{ref}' is not a version: use a number, '@alias' or 'latest'.", {"version": ref}
+        )
+    if found is None:
+        raise NotFound(
+            f"Version '{ref}' of model '{model.name}' does not exist.",
+            {"model": model.name, "version": ref},
+        )
+    return found
+
+
+def _clean_metadata(data: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(data) - METADATA_FIELDS
+    if unknown:
+        raise InvalidInput(
+            f"Unknown fields: {', '.join(sorted(unknown))}.",
+            {"allowed": sorted(METADATA_FIELDS | {"files"})},
+        )
+    return {
+        "description": validation.text(data.get("description"), "description"),
+        "metrics": validation.metrics(data.get("metrics")),
+        "params": validation.string_map(data.get("params"), "params"),
+        "tags": validation.string_map(data.get("tags"), "tags"),
+        "lineage": validation.lineage(data.get("lineage")),
+    }
+
+
+def _clean_files(files: Any) -> list[dict[str, Any]]:
+    if not isinstance(files, list) or not files:
+        raise InvalidInput("'files' must be a non-empty list of {path, size, sha256}.")
+    if len(files) > settings.MODELGATE_MAX_FILES_PER_VERSION:
+        raise InvalidInput(
+            f"A version holds at most {settings.MODELGATE_MAX_FILES_PER_VERSION} files."
+        )
+    cleaned, seen = [], set()
+    for index, item in enumerate(files):
+        if not isinstance(item, dict) or set(item) - {"path", "size", "sha256"}:
+            raise InvalidInput(
+                f"files[{index}] must be an object with path, size and sha256.", {"index": index}
+            )
+        path = validate_file_path(item.get("path"))
+        if path in seen:
+            raise InvalidInput(f"File '{path}' is listed twice.", {"path": path})
+        seen.add(path)
+        cleaned.append(
+            {
+                "path": path,
+                "size": validation.size(item.get("size"), settings.MODELGATE_MAX_FILE_SIZE),
+                "sha256": validation.sha256(item.get("sha256"), f"files[{index}].sha256"),
+            }
+        )
+    _refuse_file_dir_clashes(seen)
+    return cleaned
+
+
+def _refuse_file_dir_clashes(paths: set[str]) -> None:
+    # "a" and "a/b" cannot both exist once the version is written to a directory.
+    for path in paths:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix in paths:
+                raise InvalidInput(f"'{prefix}' is both a file and a folder.", {"path": prefix})
+
+
+def _next_number(model: RegisteredModel) -> int:
+    # The UPDATE takes the model's row lock, so concurrent creates get distinct numbers,
+    # and a rolled-back create leaves a gap rather than a reused number.
+    RegisteredModel.objects.filter(pk=model.pk).update(
+        last_version_number=F("last_version_number") + 1
+    )
+    return RegisteredModel.objects.values_list("last_version_number", flat=True).get(pk=model.pk)
+
+
+def create_version(model: RegisteredModel, user, data: dict[str, Any]) -> ModelVersion:
+    """Declare a version and its files; the bytes follow with `receive_file`."""
+    require(user, access.WRITE)
+    data = dict(data)
+    files = _clean_files(data.pop("files", None))
+    fields = _clean_metadata(data)
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            model=model, number=_next_number(model), created_by=user, **fields
+        )
+        VersionFile.objects.bulk_create(
+            VersionFile(version=version, path=f["path"], size=f["size"], sha256=f["sha256"])
+            for f in files
+        )
+        record_event(
+            "version.created",
+            user,
+            version=version,
+            data={"files": len(files), "state": version.state},
+        )
+    return version
+
+
+def create_version_from_blobs(
+    model: RegisteredModel, user, data: dict[str, Any], blobs: Iterable[tuple[str, BlobInfo]]
+) -> ModelVersion:
+    """A version whose bytes are already in the store (the one-shot multipart upload)."""
+    require(user, access.WRITE)
+    blobs = list(blobs)
+    if not blobs:
+        raise InvalidInput("At least one file is required.")
+    files = _clean_files([{"path": p, "size": b.size, "sha256": b.sha256} for p, b in blobs])
+    fields = _clean_metadata(dict(data))
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            model=model,
+            number=_next_number(model),
+            created_by=user,
+            state=State.PROCESSING,
+            finalized_at=timezone.now(),
+            **fields,
+        )
+        VersionFile.objects.bulk_create(
+            VersionFile(
+                version=version,
+                path=f["path"],
+                size=f["size"],
+                sha256=f["sha256"],
+                received=f["size"],
+                complete=True,
+            )
+            for f in files
+        )
+        record_event(
+            "version.created",
+            user,
+            version=version,
+            data={"files": len(files), "state": version.state},
+        )
+        _start_processing(version)
+    return version
+
+
+def finalize_version(version: ModelVersion, user) -> ModelVersion:
+    require(user, access.WRITE)
+    require_uploader(version, user)
+    with transaction.atomic():
+        version = (
+            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
+        )
+        if version.state != State.UPLOADING:
+            raise Conflict(
+                f"Version {version.number} is already finalized ({version.state}).",
+                {"state": version.state},
+            )
+        missing = list(version.files.filter(complete=False).values_list("path", flat=True)[:100])
+        if missing:
+            raise Conflict(
+                f"{len(missing)} declared file(s) are not uploaded yet.", {"missing": missing}
+            )
+        version.state = State.PROCESSING
+        version.finalized_at = timezone.now()
+        version.save(update_fields=["state", "finalized_at", "updated_at"])
+        record_event("version.finalized", user, version=version)
+        _start_processing(version)
+    return version
+
+
+def update_version(version: ModelVersion, user, changes: dict[str, Any]) -> ModelVersion:
+    """Only description and tags change; files and metrics of a version never do."""
+    require(user, access.WRITE)
+    unknown = set(changes) - {"description", "tags"}
+    if unknown:
+        raise InvalidInput(
+            f"Only description and tags can be changed, not {', '.join(sorted(unknown))}.",
+            {"fields": sorted(unknown)},
+        )
+    with transaction.atomic():
+        version = (
+            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
+        )
+        before, after = {}, {}
+        for field, value in changes.items():
+            value = (
+                validation.text(value, field)
+                if field == "description"
+                else validation.string_map(value, field)
+            )
+            if getattr(version, field) != value:
+                before[field], after[field] = getattr(version, field), value
+                setattr(version, field, value)
+        if after:
+            version.save(update_fields=[*after, "updated_at"])
+            record_event(
+                "version.updated", user, version=version, data={"before": before, "after": after}
+            )
+    return version
+
+
+def archive_version(version: ModelVersion, user) -> ModelVersion:
+    require(user, access.WRITE)
+    with transaction.atomic():
+        version = (
+            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
+        )
+        if version.state == State.ARCHIVED:
+            return version
+        aliases = list(version.aliases.values_list("name", flat=True))
+        if aliases:
+            envs = [a for a in aliases if is_protected(a)]
+            what = "environment" if envs else "alias"
+            raise Conflict(
+                f"Version {version.number} is still the target of {what} "
+                f"{', '.join(envs or aliases)}; move it first.",
+                {"aliases": aliases},
+            )
+        before = version.state
+        version.state = State.ARCHIVED
+        version.save(update_fields=["state", "updated_at"])
+        record_event("version.archived", user, version=version, data={"before": before})
+    return version
+
+
+def require_uploader(version: ModelVersion, user) -> None:
+    if version.created_by_id != user.pk and not access.is_admin(user):
+        raise PermissionDenied("Only the user who created this version may upload to it.")
+
+
+# Processing --------------------------------------------------------------------------
+
+
+def _start_processing(version: ModelVersion) -> None:
+    version_id = version.pk
+    transaction.on_commit(lambda: enqueue_processing(version_id))
+
+
+def enqueue_processing(version_id: int) -> None:
+    """Hand the version to a worker. A broker that is down is logged, not raised:
+    the version stays `processing` and the reconciler re-sends it."""
+    from workers.tasks import process_version
+
+    try:
+        process_version.delay(version_id)
+    except Exception:
+        log.warning(
+            "could not enqueue processing of version %s; will retry", version_id, exc_info=True
+        )
+
+
+def mark_ready(version: ModelVersion) -> ModelVersion:
+    with transaction.atomic():
+        version = (
+            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
+        )
+        if version.state != State.PROCESSING:
+            return version  # already done by an earlier run of the same job
+        version.state = State.READY
+        version.status_reason = ""
+        version.save(update_fields=["state", "status_reason", "updated_at"])
+        record_event("version.ready", None, version=version)
+    return version
+
+
+def mark_failed(version: ModelVersion, reason: str) -> ModelVersion:
+    with transaction.atomic():
+        version = (
+            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
+        )
+        if version.state != State.PROCESSING:
+            return version
+        version.state = State.FAILED
+        version.status_reason = reason[:5000]
+        version.save(update_fields=["state", "status_reason", "updated_at"])
+        record_event(
+            "version.failed", None, version=version, data={"reason": version.status_reason}
+        )
+    return version

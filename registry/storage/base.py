@@ -1,0 +1,121 @@
+"""The blob store interface: content-addressed, immutable, streamed.
+
+Callers hand over streams and get back sha256 digests; they never see a path, a bucket
+key or which backend is behind it. Resumable uploads are staged under an opaque upload
+id (allocated by the caller with `new_upload_id`) until `finish_upload` verifies them.
+"""
+
+import re
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+CHUNK_SIZE = 1024 * 1024
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    sha256: str
+    size: int
+
+
+def check_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return digest
+
+
+def check_upload_id(upload_id: str) -> str:
+    if not isinstance(upload_id, str) or not _UPLOAD_ID.match(upload_id):
+        raise ValueError(f"not an upload id: {upload_id!r}")
+    return upload_id
+
+
+def new_upload_id() -> str:
+    return secrets.token_hex(16)
+
+
+class BlobWriter(ABC):
+    """A blob being written: `write` chunks, then `commit` (verify + publish) or `abort`."""
+
+    size: int
+
+    @abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def commit(
+        self, expected_sha256: str | None = None, expected_size: int | None = None
+    ) -> BlobInfo: ...
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+class BlobStore(ABC):
+    @abstractmethod
+    def writer(self, max_size: int | None = None) -> BlobWriter:
+        """Start a new blob; nothing is visible under its address until commit."""
+
+    def put(
+        self,
+        stream: BinaryIO,
+        *,
+        expected_sha256: str | None = None,
+        expected_size: int | None = None,
+        max_size: int | None = None,
+    ) -> BlobInfo:
+        """Store everything `stream` yields until EOF, hashing it on the way."""
+        writer = self.writer(max_size=max_size)
+        try:
+            while chunk := stream.read(CHUNK_SIZE):
+                writer.write(chunk)
+            return writer.commit(expected_sha256, expected_size)
+        except BaseException:
+            writer.abort()
+            raise
+
+    @abstractmethod
+    def open(self, digest: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        """A readable stream of the blob's bytes [offset, offset+length)."""
+
+    def iter_bytes(
+        self, digest: str, offset: int = 0, length: int | None = None
+    ) -> Iterator[bytes]:
+        with self.open(digest, offset, length) as stream:
+            while chunk := stream.read(CHUNK_SIZE):
+                yield chunk
+
+    @abstractmethod
+    def exists(self, digest: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, digest: str) -> int:
+        """Stored size in bytes; FileNotFoundError when absent."""
+
+    @abstractmethod
+    def delete(self, digest: str) -> None: ...
+
+    @abstractmethod
+    def digests(self) -> Iterator[str]:
+        """Every stored blob's digest (for verify and garbage collection)."""
+
+    # Resumable uploads -------------------------------------------------------------
+    @abstractmethod
+    def write_part(self, upload_id: str, offset: int, stream: BinaryIO, length: int) -> None:
+        """Store exactly `length` bytes from `stream` at `offset` of a staged upload.
+
+        Raises IncompleteBody if the stream ends early. The caller serializes writers of
+        one upload id and only ever writes at the offset it has recorded as received.
+        """
+
+    @abstractmethod
+    def finish_upload(self, upload_id: str, size: int, expected_sha256: str) -> BlobInfo:
+        """Verify a staged upload and publish it as a blob; ChecksumMismatch discards it."""
+
+    @abstractmethod
+    def abort_upload(self, upload_id: str) -> None: ...

@@ -1,0 +1,241 @@
+"""Local-file backend: blobs under <root>/sha256/ab/cd/<digest>.
+
+Bytes go to a temporary file on the store's own file system while they are hashed, are
+fsynced, and are renamed into place, so a blob's name never shows partial content.
+"""
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from registry.errors import ChecksumMismatch, IncompleteBody, TooLarge
+
+from .base import (
+    CHUNK_SIZE,
+    BlobInfo,
+    BlobStore,
+    BlobWriter,
+    check_digest,
+    check_upload_id,
+)
+
+
+class _LimitedReader:
+    """A file object cut to `length` bytes, closing the file with it."""
+
+    def __init__(self, file: BinaryIO, length: int):
+        self._file, self._left = file, length
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._file.read(size)
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _LocalWriter(BlobWriter):
+    def __init__(self, store: "LocalBlobStore", max_size: int | None):
+        self._store = store
+        self._max_size = max_size
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._tmp = store._tmp_path()
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._max_size is not None and self.size > self._max_size:
+            raise TooLarge(f"File exceeds the limit of {self._max_size} bytes.")
+        self._hash.update(data)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def commit(self, expected_sha256: str | None = None, expected_size: int | None = None):
+        digest = self._hash.hexdigest()
+        try:
+            _check_expected(digest, self.size, expected_sha256, expected_size)
+            os.fsync(self._fd)
+        except BaseException:
+            self.abort()
+            raise
+        os.close(self._fd)
+        self._fd = -1
+        self._store._publish(self._tmp, digest)
+        return BlobInfo(digest, self.size)
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._tmp.unlink(missing_ok=True)
+
+
+def _check_expected(digest: str, size: int, expected_sha256: str | None, expected_size: int | None):
+    if expected_size is not None and size != expected_size:
+        raise ChecksumMismatch(
+            f"Received {size} bytes but {expected_size} were declared.",
+            {"expected_size": expected_size, "actual_size": size},
+        )
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ChecksumMismatch(
+            "The sha256 of the received bytes differs from the declared one.",
+            {"expected_sha256": expected_sha256, "actual_sha256": digest},
+        )
+
+
+class LocalBlobStore(BlobStore):
+    # Hash state of in-progress uploads kept in this process, so that a chunked upload
+    # whose chunks arrive here in order is not read back to be hashed at the end.
+    _HASHER_SLOTS = 64
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).resolve()
+        for sub in ("sha256", "tmp", "uploads"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._hashers: OrderedDict[str, tuple[int, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # Paths ---------------------------------------------------------------------------
+    def _blob_path(self, digest: str) -> Path:
+        check_digest(digest)
+        return self.root / "sha256" / digest[:2] / digest[2:4] / digest
+
+    def _upload_path(self, upload_id: str) -> Path:
+        return self.root / "uploads" / check_upload_id(upload_id)
+
+    def _tmp_path(self) -> Path:
+        return self.root / "tmp" / f"{os.getpid()}-{threading.get_ident()}-{os.urandom(8).hex()}"
+
+    def _publish(self, tmp: Path, digest: str) -> None:
+        final = self._blob_path(digest)
+        if final.exists():  # identical content is stored once
+            tmp.unlink(missing_ok=True)
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+    # Blobs ---------------------------------------------------------------------------
+    def writer(self, max_size: int | None = None) -> BlobWriter:
+        return _LocalWriter(self, max_size)
+
+    def open(self, digest: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        file = open(self._blob_path(digest), "rb")  # noqa: SIM115 - returned to the caller
+        if offset:
+            file.seek(offset)
+        if length is None:
+            return file  # a real file lets the WSGI server use sendfile
+        return _LimitedReader(file, length)  # type: ignore[return-value]
+
+    def exists(self, digest: str) -> bool:
+        return self._blob_path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        return self._blob_path(digest).stat().st_size
+
+    def delete(self, digest: str) -> None:
+        self._blob_path(digest).unlink(missing_ok=True)
+
+    def digests(self) -> Iterator[str]:
+        for path in (self.root / "sha256").glob("*/*/*"):
+            if path.is_file() and len(path.name) == 64:
+                yield path.name
+
+    # Resumable uploads ---------------------------------------------------------------
+    def write_part(self, upload_id: str, offset: int, stream: BinaryIO, length: int) -> None:
+        path = self._upload_path(upload_id)
+        hasher = self._take_hasher(upload_id, offset)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            left, position = length, offset
+            while left > 0:
+                data = stream.read(min(CHUNK_SIZE, left))
+                if not data:
+                    raise IncompleteBody(
+                        f"The body ended after {length - left} of {length} bytes.",
+                        {"expected": length, "received": length - left},
+                    )
+                os.pwrite(fd, data, position)
+                if hasher is not None:
+                    hasher.update(data)
+                position += len(data)
+                left -= len(data)
+        finally:
+            os.close(fd)
+        if hasher is not None:
+            self._keep_hasher(upload_id, offset + length, hasher)
+
+    def finish_upload(self, upload_id: str, size: int, expected_sha256: str) -> BlobInfo:
+        path = self._upload_path(upload_id)
+        if not path.exists():  # a zero-byte file never had a part written
+            path.touch()
+        with self._lock:
+            cached = self._hashers.pop(upload_id, None)
+        with open(path, "r+b") as file:
+            file.truncate(size)
+            if cached is not None and cached[0] == size:
+                digest = cached[1].hexdigest()
+            else:
+                digest = _hash_file(file)
+            os.fsync(file.fileno())
+        try:
+            _check_expected(digest, size, expected_sha256, None)
+        except ChecksumMismatch:
+            path.unlink(missing_ok=True)
+            raise
+        self._publish(path, digest)
+        return BlobInfo(digest, size)
+
+    def abort_upload(self, upload_id: str) -> None:
+        with self._lock:
+            self._hashers.pop(upload_id, None)
+        self._upload_path(upload_id).unlink(missing_ok=True)
+
+    def _take_hasher(self, upload_id: str, offset: int):
+        if offset == 0:
+            return hashlib.sha256()
+        with self._lock:
+            cached = self._hashers.get(upload_id)
+        if cached is not None and cached[0] == offset:
+            return cached[1].copy()  # the cache is only updated once the part is complete
+        return None
+
+    def _keep_hasher(self, upload_id: str, offset: int, hasher) -> None:
+        with self._lock:
+            self._hashers[upload_id] = (offset, hasher)
+            self._hashers.move_to_end(upload_id)
+            while len(self._hashers) > self._HASHER_SLOTS:
+                self._hashers.popitem(last=False)
+
+
+def _hash_file(file) -> str:
+    file.seek(0)
+    hasher = hashlib.sha256()
+    while chunk := file.read(CHUNK_SIZE):
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

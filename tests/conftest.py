@@ -1,0 +1,210 @@
+"""Shared fixtures: users in their roles, tokens, API clients, a live server, a worker.
+
+Tests run against whatever DATABASE_URL / CELERY_BROKER_URL say. With CI=true they must
+be Postgres and Redis, reachable, or the run stops at once: never a silent fallback.
+"""
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings as django_settings
+from rest_framework.test import APIClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=3
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config):
+    if os.environ.get("CI", "").lower() != "true":
+        return
+    db_url = os.environ.get("DATABASE_URL", "")
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not db_url.startswith(("postgres://", "postgresql://")):
+        raise pytest.UsageError("CI=true needs DATABASE_URL pointing at Postgres.")
+    if not broker.startswith("redis://"):
+        raise pytest.UsageError("CI=true needs CELERY_BROKER_URL pointing at Redis.")
+    if not _reachable(db_url, 5432):
+        raise pytest.UsageError(f"CI=true but Postgres is unreachable at {db_url}.")
+    if not _reachable(broker, 6379):
+        raise pytest.UsageError(f"CI=true but Redis is unreachable at {broker}.")
+
+
+def pytest_report_header(config):
+    db = django_settings.DATABASES["default"]
+    where = f"{db.get('HOST') or 'local file'}:{db.get('PORT') or ''}".rstrip(":")
+    return [
+        f"modelgate database: {db['ENGINE'].rsplit('.', 1)[-1]} ({db.get('NAME')}) at {where}",
+        f"modelgate broker: {urlparse(django_settings.CELERY_BROKER_URL).scheme}",
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_settings(tmp_path_factory):
+    """A blob store of the session's own; connections closed after each request."""
+    store_root = tmp_path_factory.mktemp("modelgate") / "store"
+    django_settings.MODELGATE_STORAGE_URL = f"file://{store_root}"
+    django_settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["token_create"] = "1000/min"
+    return store_root
+
+
+@pytest.fixture
+def store_root(_test_settings) -> Path:
+    return _test_settings
+
+
+# --- users and tokens ----------------------------------------------------------------
+
+
+def _make_user(username: str, groups=(), staff: bool = False):
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user(username, password=f"{username}-password-1", is_staff=staff)
+    for name in groups:
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
+    return user
+
+
+@pytest.fixture
+def alice(db):
+    return _make_user("alice", ["contributors"])
+
+
+@pytest.fixture
+def bob(db):
+    return _make_user("bob", ["reviewers"])
+
+
+@pytest.fixture
+def carol(db):
+    return _make_user("carol", ["reviewers"])
+
+
+@pytest.fixture
+def reader(db):
+    return _make_user("reader")
+
+
+@pytest.fixture
+def admin_user(db):
+    return _make_user("admin", staff=True)
+
+
+def token_for(user, scopes=None) -> str:
+    from registry.services.tokens import create_token
+
+    return create_token(user, "test", scopes)[1]
+
+
+def client_for(user, scopes=None) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user, scopes)}")
+    return client
+
+
+@pytest.fixture
+def alice_api(alice) -> APIClient:
+    return client_for(alice)
+
+
+@pytest.fixture
+def admin_api(admin_user) -> APIClient:
+    return client_for(admin_user)
+
+
+@pytest.fixture
+def reader_api(reader) -> APIClient:
+    return client_for(reader)
+
+
+# --- building versions ---------------------------------------------------------------
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def declare(client: APIClient, model: str, files: dict[str, bytes], **metadata):
+    body = {
+        **metadata,
+        "files": [
+            {"path": path, "size": len(data), "sha256": sha256_of(data)}
+            for path, data in files.items()
+        ],
+    }
+    return client.post(f"/api/v1/models/{model}/versions/", body, format="json")
+
+
+def upload_version(client: APIClient, model: str, files: dict[str, bytes], **metadata) -> int:
+    """Declare, upload whole files and finalize; returns the version number."""
+    response = declare(client, model, files, **metadata)
+    assert response.status_code == 201, response.content
+    number = response.json()["version"]
+    for path, data in files.items():
+        put = client.put(
+            f"/api/v1/models/{model}/versions/{number}/files/{path}",
+            data,
+            content_type="application/octet-stream",
+        )
+        assert put.status_code == 200, put.content
+    final = client.post(f"/api/v1/models/{model}/versions/{number}/finalize/")
+    assert final.status_code == 200, final.content
+    return number
+
+
+@pytest.fixture
+def model(alice_api):
+    response = alice_api.post(
+        "/api/v1/models/", {"name": "fraud", "description": "Fraud"}, format="json"
+    )
+    assert response.status_code == 201
+    return "fraud"
+
+
+# --- processes -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker (threads of this process) consuming the configured broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    import workers.tasks  # noqa: F401 - registers the tasks
+    from workers.celery import app
+
+    app.conf.task_always_eager = False
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ) as worker:
+        yield worker
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.2):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

@@ -1,0 +1,1 @@
+"""Celery app and task wrappers; the work itself is in registry.services."""
