@@ -41,7 +41,9 @@ def test_head_reports_the_offset_to_resume_from(alice_api, model):
     head = alice_api.head(url)
     assert head.status_code == 200
     assert (head["Upload-Offset"], head["Upload-Length"]) == ("20000", "50000")
+    assert head["Upload-Complete"] == "false"
     assert put_chunk(alice_api, url, data[20_000:], 20_000, len(data)).json()["complete"]
+    assert alice_api.head(url)["Upload-Complete"] == "true"
 
 
 def test_a_chunk_at_the_wrong_offset_is_a_conflict_that_names_the_offset(alice_api, model):

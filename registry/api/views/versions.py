@@ -256,6 +256,7 @@ class VersionFileView(APIView):
             response = Response(status=status.HTTP_200_OK)
         response["Upload-Offset"] = str(vfile.received)
         response["Upload-Length"] = str(vfile.size)
+        response["Upload-Complete"] = "true" if vfile.complete else "false"
         return response
 
     @extend_schema(
