@@ -183,12 +183,13 @@ SPECTACULAR_SETTINGS = {
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
@@ -196,7 +197,13 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Long pipeline jobs have their own queue, so they never sit in a worker's prefetch window
+# ahead of promotions and webhooks; a worker consumes both unless started with -Q.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = {"celery": {}, "processing": {}}
+# With acks_late, a full prefetch window is only refilled on the event loop's next timer
+# tick (about a second); a few slots keep short jobs flowing (see bench promotion-latency).
+CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("MODELGATE_WORKER_PREFETCH", 4))
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
@@ -215,6 +222,18 @@ MODELGATE_GIT_DIR = Path(os.environ.get("MODELGATE_GIT_DIR", VAR_DIR / "git")).r
 MODELGATE_MAX_FILE_SIZE = int(os.environ.get("MODELGATE_MAX_FILE_SIZE", 64 * 1024**3))
 MODELGATE_MAX_FILES_PER_VERSION = int(os.environ.get("MODELGATE_MAX_FILES_PER_VERSION", 2000))
 MODELGATE_TOKEN_MAX_DAYS = int(os.environ.get("MODELGATE_TOKEN_MAX_DAYS", 365))
+# Jobs: a running job's lease (renewed while it works), retries, and when the reconciler
+# re-sends a job whose message never reached a worker.
+MODELGATE_JOB_LEASE_SECONDS = int(os.environ.get("MODELGATE_JOB_LEASE_SECONDS", 120))
+MODELGATE_JOB_MAX_ATTEMPTS = int(os.environ.get("MODELGATE_JOB_MAX_ATTEMPTS", 6))
+MODELGATE_JOB_RESEND_SECONDS = int(os.environ.get("MODELGATE_JOB_RESEND_SECONDS", 60))
+MODELGATE_RECONCILE_SECONDS = float(os.environ.get("MODELGATE_RECONCILE_SECONDS", 30))
+MODELGATE_WEBHOOK_ALLOW_PRIVATE = env_bool("MODELGATE_WEBHOOK_ALLOW_PRIVATE", False)
+MODELGATE_WEBHOOK_TIMEOUT = float(os.environ.get("MODELGATE_WEBHOOK_TIMEOUT", 10))
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-jobs": {"task": "modelgate.reconcile", "schedule": MODELGATE_RECONCILE_SECONDS},
+    "sync-git": {"task": "modelgate.sync_git", "schedule": 300.0},
+}
 
 if not DEBUG and not SECRET_KEY:  # pragma: no cover - guarded above
     raise ImproperlyConfigured("SECRET_KEY must be set")

@@ -62,6 +62,12 @@ class ModelVersion(models.Model):
     package_state = models.CharField(max_length=16, default="none")
     package_sha256 = models.CharField(max_length=64, blank=True)
     package_size = models.BigIntegerField(null=True, blank=True)
+    requirements = models.JSONField(default=list, blank=True)
+    # What the extract step read from known files (MLmodel, ONNX graph, ...).
+    extracted = models.JSONField(default=dict, blank=True)
+    # Progress of the worker pipeline, e.g. {"verify": "done", "scan": "running"}.
+    pipeline = models.JSONField(default=dict, blank=True)
+    git_commit = models.CharField(max_length=40, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -214,3 +220,161 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Promotion(models.Model):
+    """A request to point an environment at a version, with its reviews and gate results."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        PROMOTING = "promoting"
+        PROMOTED = "promoted"
+        BLOCKED = "blocked"
+        REJECTED = "rejected"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    OPEN_STATES = (State.PENDING, State.APPROVED, State.PROMOTING)
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="promotions")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="promotions")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.PROTECT, related_name="promotions"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    comment = models.TextField(blank=True)
+    gates = models.JSONField(default=list, blank=True)
+    status_reason = models.TextField(blank=True)
+    # The version that was live when the promotion executed, and the n of the Git tag.
+    previous_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    sequence = models.PositiveIntegerField(null=True, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    git_tag = models.CharField(max_length=255, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "environment"],
+                condition=models.Q(state__in=["pending", "approved", "promoting"]),
+                name="one_open_promotion_per_version_and_environment",
+            ),
+            models.UniqueConstraint(
+                fields=["model", "environment", "sequence"], name="promotion_sequence_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "environment"], name="promotion_state_env")]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}/{self.version.number} -> {self.environment.name} ({self.state})"
+
+
+class Review(models.Model):
+    class Decision(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    promotion = models.ForeignKey(Promotion, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewer_name = models.CharField(max_length=150)
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    comment = models.TextField()
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["promotion", "reviewer"], name="one_review_per_reviewer"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer_name}: {self.decision}"
+
+
+class Job(models.Model):
+    """Background work keyed by (kind, ref_id): queued, then run under a renewable lease.
+
+    The row is written in the same transaction as the change that needs the work, so a
+    message lost on the way to the broker, or a worker killed mid-task, is found again by
+    the reconciler and re-sent; the lease keeps two workers from running it at once.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=32)
+    ref_id = models.BigIntegerField()
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    not_before = models.DateTimeField(default=timezone.now)
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "ref_id"], name="job_unique")]
+        indexes = [models.Index(fields=["state", "enqueued_at"], name="job_state")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.ref_id} ({self.state})"
+
+
+class Webhook(models.Model):
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list)
+    secret = models.CharField(max_length=200)
+    description = models.CharField(max_length=200, blank=True)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def wants(self, event_type: str) -> bool:
+        return self.active and ("*" in self.events or event_type in self.events)
+
+
+class WebhookDelivery(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    # Every attempt: {"at", "status", "error", "duration_ms"}.
+    attempts = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["webhook", "event"], name="one_delivery_per_event")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event.type} -> {self.webhook.url} ({self.state})"

@@ -208,3 +208,38 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def stack(tmp_path, settings, transactional_db):
+    """Real processes against the test database: redis-server, gunicorn, Celery workers
+    (with beat, so the reconciler runs every second). Stopped before the database is
+    flushed."""
+    from .processes import Redis, Web, Worker, base_env
+
+    settings.MODELGATE_GIT_DIR = tmp_path / "git"
+    fast_jobs = {
+        "MODELGATE_JOB_LEASE_SECONDS": "3",
+        "MODELGATE_RECONCILE_SECONDS": "1",
+        "MODELGATE_JOB_RESEND_SECONDS": "2",
+    }
+    started = []
+
+    class Stack:
+        def redis(self, port=None):
+            return self._keep(Redis(tmp_path, port).start())
+
+        def web(self, broker):
+            return self._keep(Web(base_env(broker, **fast_jobs), tmp_path).start())
+
+        def worker(self, broker, name="w1"):
+            env = base_env(broker, **fast_jobs)
+            return self._keep(Worker(env, tmp_path, name, beat=True).start())
+
+        def _keep(self, process):
+            started.append(process)
+            return process
+
+    yield Stack()
+    for process in reversed(started):
+        process.stop()

@@ -17,6 +17,9 @@ SAMPLE_ARGS = {
     "name": "fraud",
     "ref": "1",
     "path": "model.pkl",
+    "environment": "production",
+    "promotion_id": "1",
+    "webhook_id": "1",
     "alias": "champion",
     "token_id": "1",
 }

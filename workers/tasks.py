@@ -2,9 +2,20 @@
 
 from celery import shared_task
 
-from registry.services import processing
+# Importing the services registers their job handlers.
+from registry.services import gitmirror, jobs, processing, promotions, webhooks  # noqa: F401
 
 
-@shared_task(name="modelgate.process_version", acks_late=True, reject_on_worker_lost=True)
-def process_version(version_id: int) -> None:
-    processing.process_version(version_id)
+@shared_task(name=jobs.TASK_NAME, acks_late=True, reject_on_worker_lost=True)
+def run_job(kind: str, ref_id: int) -> None:
+    jobs.run(kind, ref_id)
+
+
+@shared_task(name="modelgate.reconcile")
+def reconcile() -> int:
+    return jobs.reconcile()
+
+
+@shared_task(name="modelgate.sync_git")
+def sync_git() -> None:
+    gitmirror.request_sync()

@@ -321,3 +321,127 @@ class MeSerializer(serializers.Serializer):
 class HealthSerializer(serializers.Serializer):
     status = serializers.CharField()
     checks = serializers.DictField(child=serializers.CharField(), required=False)
+
+
+# --- environments, promotions, webhooks ----------------------------------------------
+
+
+class GateSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(
+        choices=sorted(
+            [
+                "scan_clean",
+                "package_ready",
+                "checksums_verified",
+                "metric",
+                "metric_not_worse",
+                "signature_compatible",
+            ]
+        )
+    )
+    metric = serializers.CharField(required=False)
+    op = serializers.ChoiceField(choices=[">=", ">", "<=", "<", "==", "!="], required=False)
+    value = serializers.FloatField(required=False)
+    higher_is_better = serializers.BooleanField(required=False)
+
+
+class EnvironmentSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    required_approvals = serializers.IntegerField()
+    reviewer_group = serializers.CharField()
+    allow_self_approval = serializers.BooleanField()
+    gates = serializers.ListField(child=serializers.DictField())
+
+
+class EnvironmentWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    required_approvals = serializers.IntegerField(required=False, min_value=0, max_value=10)
+    reviewer_group = serializers.CharField(required=False)
+    allow_self_approval = serializers.BooleanField(required=False)
+    gates = GateSerializer(many=True, required=False)
+
+
+class GateResultSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    passed = serializers.BooleanField()
+    detail = serializers.CharField()
+
+
+class ReviewSerializer(serializers.Serializer):
+    reviewer = serializers.CharField(source="reviewer_name")
+    decision = serializers.CharField()
+    comment = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+class PromotionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    model = serializers.CharField(source="model.name")
+    version = serializers.IntegerField(source="version.number")
+    environment = serializers.CharField(source="environment.name")
+    state = serializers.CharField()
+    status_reason = serializers.CharField()
+    requested_by = serializers.SerializerMethodField()
+    requested_at = serializers.DateTimeField()
+    comment = serializers.CharField()
+    gates = GateResultSerializer(many=True)
+    reviews = ReviewSerializer(many=True)
+    current_version = serializers.SerializerMethodField()
+    previous_version = serializers.SerializerMethodField()
+    sequence = serializers.IntegerField(allow_null=True)
+    promoted_at = serializers.DateTimeField(allow_null=True)
+
+    def get_requested_by(self, obj) -> str | None:
+        return _username(obj.requested_by)
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_current_version(self, obj) -> int | None:
+        live = self.context.get("live", {}).get((obj.model_id, obj.environment.name))
+        return live
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_previous_version(self, obj) -> int | None:
+        return obj.previous_version.number if obj.previous_version else None
+
+
+class PromotionRequestSerializer(serializers.Serializer):
+    environment = serializers.CharField()
+    comment = serializers.CharField(required=False, allow_blank=True)
+
+
+class ReviewRequestSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["approve", "reject"])
+    comment = serializers.CharField()
+
+
+class WebhookSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.CharField())
+    description = serializers.CharField(allow_blank=True)
+    active = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+
+
+class WebhookCreatedSerializer(WebhookSerializer):
+    secret = serializers.CharField(help_text="Shown once, at creation.")
+
+
+class WebhookWriteSerializer(serializers.Serializer):
+    url = serializers.URLField(required=False)
+    events = serializers.ListField(child=serializers.CharField(), required=False)
+    secret = serializers.CharField(required=False, min_length=16)
+    description = serializers.CharField(required=False, allow_blank=True)
+    active = serializers.BooleanField(required=False)
+
+
+class DeliverySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    event = serializers.IntegerField(source="event_id")
+    event_type = serializers.CharField(source="event.type")
+    state = serializers.CharField()
+    attempts = serializers.ListField(child=serializers.DictField())
+    created_at = serializers.DateTimeField()
+    delivered_at = serializers.DateTimeField(allow_null=True)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import aliases, auth, events, models, versions
+from .views import aliases, auth, events, models, promotions, versions, webhooks
 
 app_name = "api"
 
@@ -20,5 +20,33 @@ urlpatterns = [
     path(version + "files/<path:path>", versions.VersionFileView.as_view(), name="version-file"),
     path("models/<str:name>/aliases/", aliases.AliasList.as_view(), name="aliases"),
     path("models/<str:name>/aliases/<str:alias>/", aliases.AliasDetail.as_view(), name="alias"),
+    path(
+        version + "promotions/", promotions.VersionPromotions.as_view(), name="version-promotions"
+    ),
+    path("environments/", promotions.EnvironmentList.as_view(), name="environments"),
+    path(
+        "environments/<str:environment>/",
+        promotions.EnvironmentDetail.as_view(),
+        name="environment",
+    ),
+    path("promotions/", promotions.PromotionList.as_view(), name="promotions"),
+    path("promotions/<int:promotion_id>/", promotions.PromotionDetail.as_view(), name="promotion"),
+    path(
+        "promotions/<int:promotion_id>/reviews/",
+        promotions.PromotionReviews.as_view(),
+        name="promotion-reviews",
+    ),
+    path(
+        "promotions/<int:promotion_id>/cancel/",
+        promotions.PromotionCancel.as_view(),
+        name="promotion-cancel",
+    ),
+    path("webhooks/", webhooks.WebhookList.as_view(), name="webhooks"),
+    path("webhooks/<int:webhook_id>/", webhooks.WebhookDetail.as_view(), name="webhook"),
+    path(
+        "webhooks/<int:webhook_id>/deliveries/",
+        webhooks.WebhookDeliveries.as_view(),
+        name="webhook-deliveries",
+    ),
     path("events/", events.EventList.as_view(), name="events"),
 ]

@@ -9,6 +9,7 @@ from registry.models import Alias, ModelVersion, RegisteredModel
 from . import access, validation
 from .environments import is_protected
 from .events import record_event
+from .locking import for_update
 from .registered_models import require
 
 
@@ -47,7 +48,7 @@ def _move(model, user, name, version_number, expected_version) -> Alias:
             "can carry an alias.",
             {"state": version.state},
         )
-    alias = Alias.objects.select_for_update().filter(model=model, name=name).first()
+    alias = for_update(Alias).filter(model=model, name=name).first()
     current = alias.version.number if alias else None
     if expected_version is not None and current != expected_version:
         raise PreconditionFailed(
@@ -75,7 +76,7 @@ def delete_alias(model: RegisteredModel, user, name: str) -> None:
     if is_protected(name):
         raise Conflict(f"'{name}' is a protected environment: use a promotion.", {"alias": name})
     with transaction.atomic():
-        alias = Alias.objects.select_for_update().filter(model=model, name=name).first()
+        alias = for_update(Alias).filter(model=model, name=name).first()
         if alias is None:
             raise NotFound(f"Alias '{name}' of model '{model.name}' does not exist.")
         record_event(

@@ -20,7 +20,7 @@ def record_event(
     if version is not None and model is None:
         model = version.model
     actor = actor if getattr(actor, "is_authenticated", False) else None
-    return Event.objects.create(
+    event = Event.objects.create(
         type=type,
         actor=actor,
         actor_name=actor.get_username() if actor else "system",
@@ -29,3 +29,7 @@ def record_event(
         version_number=version.number if version else None,
         data=data or {},
     )
+    from .webhooks import fan_out  # webhooks record events too
+
+    fan_out(event)
+    return event

@@ -1,17 +1,47 @@
-"""What a worker does with a finalized version. Every step is safe to run twice."""
+"""What a worker does with a finalized version: verify, scan, extract, package.
+
+Each step reads bytes from the blob store as a stream and records its progress on the
+version, so the UI can show it live. The whole pipeline is one leased job and is safe
+to run again from the start: every step's result depends only on the stored bytes.
+"""
 
 import hashlib
 import logging
+import time
 
+from django.db import transaction
+
+from registry import packaging, scanner
 from registry.models import ModelVersion
 from registry.storage import get_store
 
+from . import jobs
 from .versions import mark_failed, mark_ready
 
 log = logging.getLogger(__name__)
+KIND = "process_version"
 
 
-def verify_files(version: ModelVersion) -> list[str]:
+class Heartbeat:
+    """Keeps the job's lease alive during long loops, at most one write every few seconds."""
+
+    def __init__(self, kind: str, ref_id: int, every: float = 5.0):
+        self.kind, self.ref_id, self.every = kind, ref_id, every
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            jobs.heartbeat(self.kind, self.ref_id)
+            self._last = now
+
+
+def _set_step(version: ModelVersion, step: str, state: str) -> None:
+    version.pipeline = {**version.pipeline, step: state}
+    ModelVersion.objects.filter(pk=version.pk).update(pipeline=version.pipeline)
+
+
+def verify_files(version: ModelVersion, beat=lambda: None) -> list[str]:
     """Recompute every file's size and sha256 from the store; return what is wrong."""
     store = get_store()
     problems = []
@@ -24,6 +54,7 @@ def verify_files(version: ModelVersion) -> list[str]:
             for chunk in store.iter_bytes(vfile.sha256):
                 hasher.update(chunk)
                 size += len(chunk)
+                beat()
         except OSError as exc:
             problems.append(f"{vfile.path}: unreadable ({exc})")
             continue
@@ -32,12 +63,118 @@ def verify_files(version: ModelVersion) -> list[str]:
     return problems
 
 
-def process_version(version_id: int) -> ModelVersion | None:
-    version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+def scan_version(version: ModelVersion) -> scanner.ScanResult:
+    store = get_store()
+    results = [
+        scanner.scan_file(f.path, lambda digest=f.sha256: store.open(digest))
+        for f in version.files.all()
+    ]
+    return scanner.combine(results)
+
+
+def _file_refs(version: ModelVersion) -> list[packaging.FileRef]:
+    return [packaging.FileRef(f.path, f.size, f.sha256) for f in version.files.all()]
+
+
+def extract(version: ModelVersion) -> None:
+    found = packaging.extract_metadata(_file_refs(version), get_store().open)
+    updates = {"extracted": {k: found[k] for k in ("mlflow", "onnx") if k in found}}
+    if found.get("framework") and not version.framework:
+        updates["framework"] = found["framework"]
+    if found.get("signature") and not version.signature:
+        updates["signature"] = found["signature"]
+    if found.get("model_card") and not version.model_card:
+        updates["model_card"] = found["model_card"]
+    if "requirements" in found:
+        updates["requirements"] = found["requirements"]
+    ModelVersion.objects.filter(pk=version.pk).update(**updates)
+    for field, value in updates.items():
+        setattr(version, field, value)
+
+
+class _CountingWriter:
+    """Passes the tar's bytes to the blob writer, keeping the job's lease alive."""
+
+    def __init__(self, writer, beat):
+        self.writer, self.beat = writer, beat
+
+    def write(self, data: bytes) -> int:
+        self.writer.write(data)
+        self.beat()
+        return len(data)
+
+
+def package(version: ModelVersion, beat=lambda: None) -> None:
+    store = get_store()
+    if version.package_state == "ready" and store.exists(version.package_sha256):
+        return  # built by an earlier run; the bundle is reproducible anyway
+    meta = {
+        "model": version.model.name,
+        "version": version.number,
+        "framework": version.framework,
+        "requirements": version.requirements,
+        "signature": version.signature,
+        "metrics": version.metrics,
+        "params": version.params,
+        "created_at": version.created_at.isoformat().replace("+00:00", "Z"),
+        "created_by": version.created_by.get_username() if version.created_by else None,
+    }
+    writer = store.writer()
+    try:
+        packaging.build_package(
+            meta, _file_refs(version), store.open, _CountingWriter(writer, beat)
+        )
+        info = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    ModelVersion.objects.filter(pk=version.pk).update(
+        package_state="ready", package_sha256=info.sha256, package_size=info.size
+    )
+    version.package_state, version.package_sha256 = "ready", info.sha256
+
+
+@jobs.handler(KIND, give_up=lambda version_id, error: _give_up(version_id, error))
+def process_version(version_id: int) -> None:
+    version = (
+        ModelVersion.objects.select_related("model", "created_by").filter(pk=version_id).first()
+    )
     if version is None or version.state != ModelVersion.State.PROCESSING:
-        return version  # deleted, or finished by an earlier run
-    problems = verify_files(version)
+        return  # deleted, or finished by an earlier run
+    beat = Heartbeat(KIND, version_id)
+
+    _set_step(version, "verify", "running")
+    problems = verify_files(version, beat)
     if problems:
+        _set_step(version, "verify", "failed")
         log.warning("version %s failed verification: %s", version, problems)
-        return mark_failed(version, "Verification failed: " + "; ".join(problems[:20]))
-    return mark_ready(version)
+        mark_failed(version, "Verification failed: " + "; ".join(problems[:20]))
+        return
+    _set_step(version, "verify", "done")
+
+    _set_step(version, "scan", "running")
+    result = scan_version(version)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        scan_status=result.status, scan_findings=[f.as_dict() for f in result.findings[:500]]
+    )
+    _set_step(version, "scan", "done")
+
+    _set_step(version, "extract", "running")
+    extract(version)
+    _set_step(version, "extract", "done")
+
+    _set_step(version, "package", "running")
+    package(version, beat)
+    _set_step(version, "package", "done")
+
+    with transaction.atomic():
+        mark_ready(version)
+        from .gitmirror import request_sync
+
+        request_sync()
+
+
+def _give_up(version_id: int, error: str) -> None:
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    if version is not None:
+        mark_failed(version, f"Processing kept failing: {error}")

@@ -8,6 +8,7 @@ from registry.models import RegisteredModel
 from . import access, validation
 from .environments import live_environments
 from .events import record_event
+from .locking import for_update
 
 
 def get_model(name: str) -> RegisteredModel:
@@ -56,7 +57,7 @@ def update_model(model: RegisteredModel, user, **changes) -> RegisteredModel:
         "primary_metric": lambda v: validation.text(v, "primary_metric", 250),
     }
     with transaction.atomic():
-        model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        model = for_update(RegisteredModel).get(pk=model.pk)
         before, after = {}, {}
         for field, value in changes.items():
             value = checks[field](value)
@@ -75,7 +76,7 @@ def delete_model(model: RegisteredModel, user) -> None:
     if not access.is_admin(user):
         raise PermissionDenied("Only an administrator may delete a model.")
     with transaction.atomic():
-        model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        model = for_update(RegisteredModel).get(pk=model.pk)
         live = live_environments(model)
         if live:
             raise Conflict(

@@ -12,6 +12,7 @@ from registry.storage import get_store, new_upload_id, validate_file_path
 
 from . import access
 from .events import record_event
+from .locking import for_update
 from .registered_models import require
 from .versions import require_uploader
 
@@ -81,7 +82,7 @@ def receive_file(
                 {"state": version.state},
             )
         try:
-            vfile = VersionFile.objects.select_for_update().get(version=version, path=path)
+            vfile = for_update(VersionFile).get(version=version, path=path)
         except VersionFile.DoesNotExist:
             raise NotFound(
                 f"File '{path}' was not declared for version {version.number}.", {"path": path}

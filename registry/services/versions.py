@@ -1,6 +1,5 @@
 """Model versions: numbering, creation, finalization, resolution, archiving."""
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,9 +15,9 @@ from registry.storage import BlobInfo, validate_file_path
 from . import access, validation
 from .environments import is_protected
 from .events import record_event
+from .locking import for_update
 from .registered_models import require
 
-log = logging.getLogger(__name__)
 State = ModelVersion.State
 METADATA_FIELDS = {"description", "metrics", "params", "tags", "lineage"}
 
@@ -111,18 +110,28 @@ def _next_number(model: RegisteredModel) -> int:
     return RegisteredModel.objects.values_list("last_version_number", flat=True).get(pk=model.pk)
 
 
-def create_version(model: RegisteredModel, user, data: dict[str, Any]) -> ModelVersion:
-    """Declare a version and its files; the bytes follow with `receive_file`."""
-    require(user, access.WRITE)
-    data = dict(data)
-    files = _clean_files(data.pop("files", None))
-    fields = _clean_metadata(data)
+def _create(
+    model: RegisteredModel, user, fields: dict, files: list[dict], stored: bool
+) -> ModelVersion:
+    """One numbered version and its files; `stored` when the bytes are already in the store."""
     with transaction.atomic():
         version = ModelVersion.objects.create(
-            model=model, number=_next_number(model), created_by=user, **fields
+            model=model,
+            number=_next_number(model),
+            created_by=user,
+            state=State.PROCESSING if stored else State.UPLOADING,
+            finalized_at=timezone.now() if stored else None,
+            **fields,
         )
         VersionFile.objects.bulk_create(
-            VersionFile(version=version, path=f["path"], size=f["size"], sha256=f["sha256"])
+            VersionFile(
+                version=version,
+                path=f["path"],
+                size=f["size"],
+                sha256=f["sha256"],
+                received=f["size"] if stored else 0,
+                complete=stored,
+            )
             for f in files
         )
         record_event(
@@ -131,7 +140,17 @@ def create_version(model: RegisteredModel, user, data: dict[str, Any]) -> ModelV
             version=version,
             data={"files": len(files), "state": version.state},
         )
+        if stored:
+            _start_processing(version)
     return version
+
+
+def create_version(model: RegisteredModel, user, data: dict[str, Any]) -> ModelVersion:
+    """Declare a version and its files; the bytes follow with `receive_file`."""
+    require(user, access.WRITE)
+    data = dict(data)
+    files = _clean_files(data.pop("files", None))
+    return _create(model, user, _clean_metadata(data), files, stored=False)
 
 
 def create_version_from_blobs(
@@ -143,44 +162,14 @@ def create_version_from_blobs(
     if not blobs:
         raise InvalidInput("At least one file is required.")
     files = _clean_files([{"path": p, "size": b.size, "sha256": b.sha256} for p, b in blobs])
-    fields = _clean_metadata(dict(data))
-    with transaction.atomic():
-        version = ModelVersion.objects.create(
-            model=model,
-            number=_next_number(model),
-            created_by=user,
-            state=State.PROCESSING,
-            finalized_at=timezone.now(),
-            **fields,
-        )
-        VersionFile.objects.bulk_create(
-            VersionFile(
-                version=version,
-                path=f["path"],
-                size=f["size"],
-                sha256=f["sha256"],
-                received=f["size"],
-                complete=True,
-            )
-            for f in files
-        )
-        record_event(
-            "version.created",
-            user,
-            version=version,
-            data={"files": len(files), "state": version.state},
-        )
-        _start_processing(version)
-    return version
+    return _create(model, user, _clean_metadata(dict(data)), files, stored=True)
 
 
 def finalize_version(version: ModelVersion, user) -> ModelVersion:
     require(user, access.WRITE)
     require_uploader(version, user)
     with transaction.atomic():
-        version = (
-            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
-        )
+        version = for_update(ModelVersion).select_related("model").get(pk=version.pk)
         if version.state != State.UPLOADING:
             raise Conflict(
                 f"Version {version.number} is already finalized ({version.state}).",
@@ -209,9 +198,7 @@ def update_version(version: ModelVersion, user, changes: dict[str, Any]) -> Mode
             {"fields": sorted(unknown)},
         )
     with transaction.atomic():
-        version = (
-            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
-        )
+        version = for_update(ModelVersion).select_related("model").get(pk=version.pk)
         before, after = {}, {}
         for field, value in changes.items():
             value = (
@@ -233,9 +220,7 @@ def update_version(version: ModelVersion, user, changes: dict[str, Any]) -> Mode
 def archive_version(version: ModelVersion, user) -> ModelVersion:
     require(user, access.WRITE)
     with transaction.atomic():
-        version = (
-            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
-        )
+        version = for_update(ModelVersion).select_related("model").get(pk=version.pk)
         if version.state == State.ARCHIVED:
             return version
         aliases = list(version.aliases.values_list("name", flat=True))
@@ -261,30 +246,22 @@ def require_uploader(version: ModelVersion, user) -> None:
 
 # Processing --------------------------------------------------------------------------
 
+PIPELINE_STEPS = ("verify", "scan", "extract", "package")
+
 
 def _start_processing(version: ModelVersion) -> None:
-    version_id = version.pk
-    transaction.on_commit(lambda: enqueue_processing(version_id))
+    """Queue the worker pipeline, in the transaction that made the version `processing`."""
+    from . import jobs
 
-
-def enqueue_processing(version_id: int) -> None:
-    """Hand the version to a worker. A broker that is down is logged, not raised:
-    the version stays `processing` and the reconciler re-sends it."""
-    from workers.tasks import process_version
-
-    try:
-        process_version.delay(version_id)
-    except Exception:
-        log.warning(
-            "could not enqueue processing of version %s; will retry", version_id, exc_info=True
-        )
+    ModelVersion.objects.filter(pk=version.pk).update(
+        pipeline={step: "pending" for step in PIPELINE_STEPS}
+    )
+    jobs.enqueue("process_version", version.pk)
 
 
 def mark_ready(version: ModelVersion) -> ModelVersion:
     with transaction.atomic():
-        version = (
-            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
-        )
+        version = for_update(ModelVersion).select_related("model").get(pk=version.pk)
         if version.state != State.PROCESSING:
             return version  # already done by an earlier run of the same job
         version.state = State.READY
@@ -296,9 +273,7 @@ def mark_ready(version: ModelVersion) -> ModelVersion:
 
 def mark_failed(version: ModelVersion, reason: str) -> ModelVersion:
     with transaction.atomic():
-        version = (
-            ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
-        )
+        version = for_update(ModelVersion).select_related("model").get(pk=version.pk)
         if version.state != State.PROCESSING:
             return version
         version.state = State.FAILED

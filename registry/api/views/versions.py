@@ -52,6 +52,11 @@ def version_detail(version: ModelVersion) -> ModelVersion:
     )
 
 
+def detail_response(request, version: ModelVersion) -> Response:
+    serializer = VersionDetailSerializer(version_detail(version), context={"request": request})
+    return Response(serializer.data)
+
+
 class VersionList(generics.GenericAPIView):
     serializer_class = VersionSummarySerializer
     parser_classes = [JSONParser, StreamingMultiPartParser]
@@ -155,8 +160,7 @@ class VersionDetail(APIView):
     )
     def get(self, request, name, ref):
         _, version = model_and_version(name, ref)
-        data = VersionDetailSerializer(version_detail(version), context={"request": request}).data
-        return Response(data)
+        return detail_response(request, version)
 
     @extend_schema(
         operation_id="versions_update",
@@ -167,8 +171,7 @@ class VersionDetail(APIView):
     def patch(self, request, name, ref):
         _, version = model_and_version(name, ref)
         version = versions.update_version(version, request.user, json_object(request))
-        data = VersionDetailSerializer(version_detail(version), context={"request": request}).data
-        return Response(data)
+        return detail_response(request, version)
 
 
 class VersionFinalize(APIView):
@@ -181,8 +184,7 @@ class VersionFinalize(APIView):
     def post(self, request, name, ref):
         _, version = model_and_version(name, ref)
         version = versions.finalize_version(version, request.user)
-        data = VersionDetailSerializer(version_detail(version), context={"request": request}).data
-        return Response(data)
+        return detail_response(request, version)
 
 
 class VersionArchive(APIView):
@@ -195,8 +197,7 @@ class VersionArchive(APIView):
     def post(self, request, name, ref):
         _, version = model_and_version(name, ref)
         version = versions.archive_version(version, request.user)
-        data = VersionDetailSerializer(version_detail(version), context={"request": request}).data
-        return Response(data)
+        return detail_response(request, version)
 
 
 class _RawBody:

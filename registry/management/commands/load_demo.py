@@ -15,8 +15,8 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from registry.models import RegisteredModel
-from registry.services import aliases, processing, registered_models, versions
+from registry.models import Environment, RegisteredModel
+from registry.services import aliases, jobs, processing, promotions, registered_models, versions
 from registry.storage import get_store
 
 FIXTURE = Path(settings.BASE_DIR) / "fixtures" / "demo.json"
@@ -71,6 +71,11 @@ class Command(BaseCommand):
         spec = json.loads(FIXTURE.read_text())
         logins = self._users(spec["users"])
         alice = User.objects.get(username="alice")
+        for environment in spec["environments"]:
+            if not Environment.objects.filter(name=environment["name"]).exists():
+                promotions.create_environment(
+                    User.objects.get(username="admin"), environment.pop("name"), environment
+                )
         for model_spec in spec["models"]:
             if RegisteredModel.objects.filter(name=model_spec["name"]).exists():
                 continue
@@ -125,4 +130,11 @@ class Command(BaseCommand):
                 processing.process_version(version.pk)
             for alias, number in spec["aliases"].items():
                 aliases.set_alias(model, owner, alias, number)
+            for request in spec.get("promotions", []):
+                version = versions.resolve_version(model, request["version"])
+                promotion = promotions.request_promotion(
+                    version, owner, request["environment"], request.get("comment", "")
+                )
+                if promotion.state == promotion.State.APPROVED:
+                    jobs.run(promotions.KIND, promotion.pk)
         self.stdout.write(f"Loaded model {spec['name']} ({len(spec['versions'])} versions)")

@@ -1,0 +1,1 @@
+"""Modelgate benchmarks: `make bench` (or `.venv/bin/python bench/run.py --help`)."""

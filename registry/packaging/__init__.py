@@ -1,0 +1,9 @@
+"""Pure-Python packaging for model versions: metadata extraction and deployable bundles.
+
+No Django here: the worker passes file lists and an `open_blob(sha256)` callable.
+"""
+
+from .bundle import build_package
+from .extract import FileRef, OpenBlob, extract_metadata
+
+__all__ = ["FileRef", "OpenBlob", "build_package", "extract_metadata"]

@@ -1,0 +1,178 @@
+"""Automated checks a version must pass to enter an environment.
+
+Evaluated when a promotion is requested and again right before it executes. Every
+protected environment also refuses a version whose scan is `unsafe` or `error`, whether
+or not its policy lists a scan gate.
+"""
+
+import operator
+from typing import Any
+
+from registry.errors import InvalidInput
+from registry.models import Alias, Environment, ModelVersion
+
+OPS = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+GATE_TYPES = {
+    "scan_clean",
+    "package_ready",
+    "checksums_verified",
+    "metric",
+    "metric_not_worse",
+    "signature_compatible",
+}
+LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse", "latency", "perplexity")
+
+
+def validate_gates(gates: Any) -> list[dict]:
+    """The shape of an environment's gate list; raises InvalidInput with the bad entry."""
+    if not isinstance(gates, list):
+        raise InvalidInput("'gates' must be a list of objects with a 'type'.")
+    for index, gate in enumerate(gates):
+        if not isinstance(gate, dict) or gate.get("type") not in GATE_TYPES:
+            raise InvalidInput(
+                f"gates[{index}] needs a 'type' among {', '.join(sorted(GATE_TYPES))}.",
+                {"index": index},
+            )
+        if gate["type"] == "metric" and (
+            not isinstance(gate.get("metric"), str)
+            or gate.get("op") not in OPS
+            or isinstance(gate.get("value"), bool)
+            or not isinstance(gate.get("value"), int | float)
+        ):
+            raise InvalidInput(
+                f"gates[{index}]: a metric gate needs 'metric', 'op' "
+                f"({' '.join(OPS)}) and a numeric 'value'.",
+                {"index": index},
+            )
+        if (
+            gate["type"] == "metric_not_worse"
+            and gate.get("metric") is not None
+            and not isinstance(gate["metric"], str)
+        ):
+            raise InvalidInput(f"gates[{index}]: 'metric' must be a string.", {"index": index})
+    return gates
+
+
+def live_version(model_id: int, environment: Environment) -> ModelVersion | None:
+    alias = (
+        Alias.objects.filter(model_id=model_id, name=environment.name)
+        .select_related("version")
+        .first()
+    )
+    return alias.version if alias else None
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(word in metric.lower() for word in LOWER_IS_BETTER)
+
+
+def _result(gate: dict, passed: bool, detail: str) -> dict:
+    return {
+        "type": gate["type"],
+        "passed": passed,
+        "detail": detail,
+        **{k: v for k, v in gate.items() if k != "type"},
+    }
+
+
+def _scan_clean(version, gate, live):
+    status = version.scan_status or "not scanned"
+    if status in ("clean", "warning"):
+        note = " (with warnings: unknown imports)" if status == "warning" else ""
+        return _result(gate, True, f"scan is {status}{note}")
+    imports = sorted(
+        {
+            f"{f['module']}.{f['name']}"
+            for f in version.scan_findings
+            if f.get("severity") == "unsafe"
+        }
+    )[:5]
+    named = f": {', '.join(imports)}" if imports else ""
+    return _result(gate, False, f"scan is {status}{named}")
+
+
+def _package_ready(version, gate, live):
+    ok = version.package_state == "ready"
+    return _result(gate, ok, "package built" if ok else f"package is {version.package_state}")
+
+
+def _checksums_verified(version, gate, live):
+    ok = version.pipeline.get("verify") == "done"
+    return _result(
+        gate, ok, "every file re-hashed from the store" if ok else "files not verified yet"
+    )
+
+
+def _metric(version, gate, live):
+    name, op, bound = gate["metric"], gate["op"], gate["value"]
+    value = version.metrics.get(name)
+    if value is None:
+        return _result(gate, False, f"metric {name} is missing")
+    ok = OPS[op](value, bound)
+    return _result(gate, ok, f"{name} = {value:g} {'meets' if ok else 'fails'} {op} {bound:g}")
+
+
+def _metric_not_worse(version, gate, live):
+    name = gate.get("metric") or version.model.primary_metric or next(iter(version.metrics), "")
+    value = version.metrics.get(name)
+    if not name or value is None:
+        return _result(gate, False, f"metric {name or '(primary)'} is missing")
+    if live is None or live.pk == version.pk:
+        return _result(gate, True, f"{name} = {value:g}; nothing live to compare with")
+    current = live.metrics.get(name)
+    if current is None:
+        return _result(gate, True, f"{name} = {value:g}; live version {live.number} has none")
+    lower = gate.get("higher_is_better") is False or (
+        "higher_is_better" not in gate and lower_is_better(name)
+    )
+    ok = value <= current if lower else value >= current
+    word = "not worse than" if ok else "worse than"
+    return _result(
+        gate, ok, f"{name} = {value:g} is {word} live version {live.number} ({current:g})"
+    )
+
+
+def _signature_compatible(version, gate, live):
+    if live is None or not live.signature:
+        return _result(gate, True, "no live signature to compare with")
+    if not version.signature:
+        return _result(gate, False, f"live version {live.number} has a signature; this has none")
+    wanted = {i.get("name"): i.get("type") for i in live.signature.get("inputs", [])}
+    have = {i.get("name"): i.get("type") for i in version.signature.get("inputs", [])}
+    missing = [n for n in wanted if n not in have]
+    changed = [n for n in wanted if n in have and have[n] != wanted[n]]
+    ok = not missing and not changed
+    detail = (
+        "inputs compatible with the live version"
+        if ok
+        else (
+            f"missing inputs: {', '.join(map(str, missing)) or '-'}; "
+            f"changed types: {', '.join(map(str, changed)) or '-'}"
+        )
+    )
+    return _result(gate, ok, detail)
+
+
+CHECKS = {
+    "scan_clean": _scan_clean,
+    "package_ready": _package_ready,
+    "checksums_verified": _checksums_verified,
+    "metric": _metric,
+    "metric_not_worse": _metric_not_worse,
+    "signature_compatible": _signature_compatible,
+}
+
+
+def evaluate(version: ModelVersion, environment: Environment) -> list[dict]:
+    gates = list(environment.gates)
+    if not any(g.get("type") == "scan_clean" for g in gates):
+        gates.insert(0, {"type": "scan_clean", "implicit": True})
+    live = live_version(version.model_id, environment)
+    return [CHECKS[gate["type"]](version, gate, live) for gate in gates]

@@ -1,0 +1,163 @@
+"""Background jobs that are never lost and never run twice at once.
+
+`enqueue` records the job in the caller's transaction and publishes it after commit;
+`run` takes a lease before doing the work, so a duplicate message is a no-op; the
+reconciler (a beat task) re-publishes jobs whose message never arrived or whose worker
+died (its lease ran out).
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from registry.models import Job
+
+log = logging.getLogger(__name__)
+
+# kind -> the service that does the work; filled in by the modules that own each kind.
+HANDLERS: dict[str, Callable[[int], None]] = {}
+# kind -> what to do when a job has failed too often (e.g. mark the version failed).
+GIVE_UP: dict[str, Callable[[int, str], None]] = {}
+
+TASK_NAME = "modelgate.run_job"
+# Jobs that may run for minutes go to their own queue (see CELERY_TASK_QUEUES).
+QUEUES = {"process_version": "processing"}
+
+
+def handler(kind: str, give_up: Callable[[int, str], None] | None = None):
+    def register(function: Callable[[int], None]) -> Callable[[int], None]:
+        HANDLERS[kind] = function
+        if give_up is not None:
+            GIVE_UP[kind] = give_up
+        return function
+
+    return register
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.MODELGATE_JOB_LEASE_SECONDS)
+
+
+def enqueue(kind: str, ref_id: int, delay: float = 0, coalesce: bool = False) -> None:
+    """Record the job now; publish it once the surrounding transaction commits.
+
+    With `coalesce`, a job that is already queued is not published again: the message
+    on its way will do the work (used for whole-registry jobs such as the Git sync).
+    """
+    now = timezone.now()
+    not_before = now + timedelta(seconds=delay)
+    with transaction.atomic():
+        waiting = (
+            coalesce
+            and Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.QUEUED).exists()
+        )
+        updated = Job.objects.filter(kind=kind, ref_id=ref_id).update(
+            state=Job.State.QUEUED, enqueued_at=now, not_before=not_before, lease_until=None
+        )
+        if not updated:
+            Job.objects.create(kind=kind, ref_id=ref_id, enqueued_at=now, not_before=not_before)
+    if not waiting:
+        transaction.on_commit(lambda: publish(kind, ref_id, delay))
+
+
+def publish(kind: str, ref_id: int, delay: float = 0) -> bool:
+    """Hand the job to the broker. A broker that is down is logged, not raised: the job
+    stays queued and the reconciler sends it again."""
+    from celery import current_app
+
+    try:
+        current_app.send_task(
+            TASK_NAME,
+            args=[kind, ref_id],
+            countdown=delay or None,
+            queue=QUEUES.get(kind, "celery"),
+        )
+        return True
+    except Exception:
+        log.warning(
+            "could not publish job %s:%s; the reconciler will retry", kind, ref_id, exc_info=True
+        )
+        return False
+
+
+def acquire(kind: str, ref_id: int) -> bool:
+    """Take the job's lease; False if it is done, running elsewhere, or not due yet."""
+    now = timezone.now()
+    runnable = Q(state=Job.State.QUEUED, not_before__lte=now) | Q(
+        state=Job.State.RUNNING, lease_until__lt=now
+    )
+    taken = Job.objects.filter(runnable, kind=kind, ref_id=ref_id).update(
+        state=Job.State.RUNNING, lease_until=now + _lease(), attempts=F("attempts") + 1
+    )
+    return bool(taken)
+
+
+def heartbeat(kind: str, ref_id: int) -> None:
+    """Extend the lease during long work (packaging a large file, say)."""
+    Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.RUNNING).update(
+        lease_until=timezone.now() + _lease()
+    )
+
+
+def run(kind: str, ref_id: int) -> None:
+    """What the worker's task calls: at most one runner at a time, retried on errors."""
+    if kind not in HANDLERS:
+        log.error("unknown job kind %r", kind)
+        return
+    if not acquire(kind, ref_id):
+        return
+    try:
+        HANDLERS[kind](ref_id)
+    except Exception as exc:
+        log.exception("job %s:%s failed", kind, ref_id)
+        _retry_or_give_up(kind, ref_id, f"{type(exc).__name__}: {exc}")
+        return
+    Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.RUNNING).update(
+        state=Job.State.DONE, lease_until=None, last_error=""
+    )
+
+
+def _retry_or_give_up(kind: str, ref_id: int, error: str) -> None:
+    job = Job.objects.get(kind=kind, ref_id=ref_id)
+    if job.attempts >= settings.MODELGATE_JOB_MAX_ATTEMPTS:
+        Job.objects.filter(pk=job.pk).update(state=Job.State.FAILED, last_error=error[:5000])
+        if kind in GIVE_UP:
+            GIVE_UP[kind](ref_id, error)
+        return
+    delay = min(2**job.attempts, 300)
+    Job.objects.filter(pk=job.pk).update(
+        state=Job.State.QUEUED,
+        last_error=error[:5000],
+        lease_until=None,
+        enqueued_at=timezone.now(),
+        not_before=timezone.now() + timedelta(seconds=delay),
+    )
+    publish(kind, ref_id, delay)
+
+
+def reconcile() -> int:
+    """Re-publish jobs whose message was lost or whose worker died. Returns how many."""
+    now = timezone.now()
+    resend_after = timedelta(seconds=settings.MODELGATE_JOB_RESEND_SECONDS)
+    expired = Job.objects.filter(state=Job.State.RUNNING, lease_until__lt=now)
+    expired.update(state=Job.State.QUEUED, lease_until=None, enqueued_at=now - resend_after)
+    stale = list(
+        Job.objects.filter(
+            state=Job.State.QUEUED, enqueued_at__lt=now - resend_after, not_before__lte=now
+        ).values_list("kind", "ref_id")[:1000]
+    )
+    sent = 0
+    for kind, ref_id in stale:
+        if publish(kind, ref_id):
+            Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.QUEUED).update(
+                enqueued_at=now
+            )
+            sent += 1
+    if sent:
+        log.info("reconciler re-sent %d job(s)", sent)
+    return sent

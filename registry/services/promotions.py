@@ -1,0 +1,371 @@
+"""Promotions: the only way a version enters a protected environment.
+
+request → gates → pending (or blocked) → reviews → approved → a worker re-checks the gates
+and moves the alias under the environment's row lock → promoted. Four eyes by default:
+the requester never approves their own request unless the policy says so.
+"""
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from registry.models import Alias, Environment, ModelVersion, Promotion, Review
+
+from . import access, gates, jobs, validation
+from .events import record_event
+from .gitmirror import request_sync
+from .locking import for_update
+from .registered_models import require
+
+KIND = "promote"
+State = Promotion.State
+
+
+def get_environment(name: str) -> Environment:
+    try:
+        return Environment.objects.get(name=name)
+    except Environment.DoesNotExist:
+        raise NotFound(f"Environment '{name}' does not exist.", {"environment": name}) from None
+
+
+def get_promotion(promotion_id: int) -> Promotion:
+    promotion = (
+        Promotion.objects.select_related("model", "version", "environment", "requested_by")
+        .filter(pk=promotion_id)
+        .first()
+    )
+    if promotion is None:
+        raise NotFound(f"Promotion {promotion_id} does not exist.")
+    return promotion
+
+
+# --- environments --------------------------------------------------------------------
+
+ENV_FIELDS = {"description", "required_approvals", "reviewer_group", "allow_self_approval", "gates"}
+
+
+def _clean_policy(data: dict) -> dict:
+    unknown = set(data) - ENV_FIELDS
+    if unknown:
+        raise InvalidInput(f"Unknown fields: {', '.join(sorted(unknown))}.")
+    clean = {}
+    if "description" in data:
+        clean["description"] = validation.text(data["description"], "description")
+    if "required_approvals" in data:
+        value = data["required_approvals"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+            raise InvalidInput("'required_approvals' must be between 0 and 10.")
+        clean["required_approvals"] = value
+    if "reviewer_group" in data:
+        clean["reviewer_group"] = validation.text(data["reviewer_group"], "reviewer_group", 150)
+    if "allow_self_approval" in data:
+        if not isinstance(data["allow_self_approval"], bool):
+            raise InvalidInput("'allow_self_approval' must be true or false.")
+        clean["allow_self_approval"] = data["allow_self_approval"]
+    if "gates" in data:
+        clean["gates"] = gates.validate_gates(data["gates"])
+    return clean
+
+
+def create_environment(user, name: str, data: dict) -> Environment:
+    if not access.is_admin(user):
+        raise PermissionDenied("Only an administrator may create environments.")
+    validation.alias_name(name, "Environment")
+    policy = _clean_policy(data)
+    with transaction.atomic():
+        if Environment.objects.filter(name=name).exists():
+            raise Conflict(f"Environment '{name}' already exists.")
+        if Alias.objects.filter(name=name).exists():
+            raise Conflict(f"'{name}' is already used as a plain alias; delete those first.")
+        environment = Environment.objects.create(name=name, **policy)
+        record_event("environment.created", user, data={"environment": name, **policy})
+    return environment
+
+
+def update_environment(user, environment: Environment, data: dict) -> Environment:
+    if not access.is_admin(user):
+        raise PermissionDenied("Only an administrator may change environments.")
+    policy = _clean_policy(data)
+    with transaction.atomic():
+        environment = for_update(Environment).get(pk=environment.pk)
+        before = {k: getattr(environment, k) for k in policy}
+        for key, value in policy.items():
+            setattr(environment, key, value)
+        environment.save()
+        record_event(
+            "environment.updated",
+            user,
+            data={"environment": environment.name, "before": before, "after": policy},
+        )
+    return environment
+
+
+# --- requests and reviews ------------------------------------------------------------
+
+
+def request_promotion(
+    version: ModelVersion, user, environment_name: str, comment: str = ""
+) -> Promotion:
+    require(user, access.WRITE)
+    comment = validation.text(comment, "comment", 5000)
+    environment = get_environment(environment_name)
+    with transaction.atomic():
+        version = for_update(ModelVersion).select_related("model").get(pk=version.pk)
+        if version.state != ModelVersion.State.READY:
+            raise Conflict(
+                f"Version {version.number} is {version.state}; only a ready "
+                "version can be promoted.",
+                {"state": version.state},
+            )
+        live = gates.live_version(version.model_id, environment)
+        if live is not None and live.pk == version.pk:
+            raise Conflict(f"Version {version.number} is already live in {environment.name}.")
+        results = gates.evaluate(version, environment)
+        blocked = not all(r["passed"] for r in results)
+        try:
+            with transaction.atomic():
+                promotion = Promotion.objects.create(
+                    model=version.model,
+                    version=version,
+                    environment=environment,
+                    requested_by=user,
+                    comment=comment,
+                    gates=results,
+                    state=State.BLOCKED if blocked else State.PENDING,
+                    status_reason=_failed_gates(results) if blocked else "",
+                )
+        except IntegrityError:
+            raise Conflict(
+                f"Version {version.number} already has an open promotion to {environment.name}."
+            ) from None
+        record_event(
+            "promotion.requested",
+            user,
+            version=version,
+            data={
+                "promotion": promotion.pk,
+                "environment": environment.name,
+                "state": promotion.state,
+                "comment": comment,
+            },
+        )
+        if blocked:
+            record_event(
+                "promotion.blocked",
+                user,
+                version=version,
+                data={
+                    "promotion": promotion.pk,
+                    "environment": environment.name,
+                    "reason": promotion.status_reason,
+                },
+            )
+        elif environment.required_approvals == 0:
+            _approve(promotion, user)
+    return promotion
+
+
+def _failed_gates(results: list[dict]) -> str:
+    return "; ".join(f"{r['type']}: {r['detail']}" for r in results if not r["passed"])
+
+
+def _approve(promotion: Promotion, actor) -> None:
+    promotion.state = State.APPROVED
+    promotion.save(update_fields=["state", "updated_at"])
+    record_event(
+        "promotion.approved",
+        actor,
+        version=promotion.version,
+        data={"promotion": promotion.pk, "environment": promotion.environment.name},
+    )
+    jobs.enqueue(KIND, promotion.pk)
+
+
+def review_promotion(promotion: Promotion, user, decision: str, comment: str) -> Promotion:
+    if decision not in Review.Decision.values:
+        raise InvalidInput("'decision' must be 'approve' or 'reject'.")
+    comment = validation.text(comment, "comment", 5000).strip()
+    if not comment:
+        raise InvalidInput("A review needs a comment saying why.")
+    with transaction.atomic():
+        promotion = (
+            for_update(Promotion)
+            .select_related("environment", "version__model", "model")
+            .get(pk=promotion.pk)
+        )
+        environment = promotion.environment
+        if not (access.is_member(user, environment.reviewer_group) or access.is_admin(user)):
+            raise PermissionDenied(
+                f"Only members of '{environment.reviewer_group}' may review "
+                f"promotions to {environment.name}."
+            )
+        if promotion.requested_by_id == user.pk and not environment.allow_self_approval:
+            raise PermissionDenied("You requested this promotion; someone else must review it.")
+        if promotion.state != State.PENDING:
+            raise Conflict(
+                f"Promotion {promotion.pk} is {promotion.state}, not pending.",
+                {"state": promotion.state},
+            )
+        if promotion.reviews.filter(reviewer=user).exists():
+            raise Conflict("You have already reviewed this promotion.")
+        Review.objects.create(
+            promotion=promotion,
+            reviewer=user,
+            reviewer_name=user.get_username(),
+            decision=decision,
+            comment=comment,
+        )
+        record_event(
+            "promotion.reviewed",
+            user,
+            version=promotion.version,
+            data={
+                "promotion": promotion.pk,
+                "environment": environment.name,
+                "decision": decision,
+                "comment": comment,
+            },
+        )
+        if decision == Review.Decision.REJECT:
+            promotion.state = State.REJECTED
+            promotion.status_reason = f"Rejected by {user.get_username()}: {comment}"
+            promotion.save(update_fields=["state", "status_reason", "updated_at"])
+            record_event(
+                "promotion.rejected",
+                user,
+                version=promotion.version,
+                data={"promotion": promotion.pk, "environment": environment.name},
+            )
+        elif (
+            promotion.reviews.filter(decision=Review.Decision.APPROVE).count()
+            >= environment.required_approvals
+        ):
+            _approve(promotion, user)
+    return promotion
+
+
+def cancel_promotion(promotion: Promotion, user) -> Promotion:
+    with transaction.atomic():
+        promotion = (
+            for_update(Promotion)
+            .select_related("version__model", "environment")
+            .get(pk=promotion.pk)
+        )
+        if promotion.requested_by_id != user.pk and not access.is_admin(user):
+            raise PermissionDenied("Only the requester or an administrator may cancel.")
+        if promotion.state not in (State.PENDING, State.BLOCKED):
+            raise Conflict(
+                f"Promotion {promotion.pk} is {promotion.state}; it can no longer be cancelled.",
+                {"state": promotion.state},
+            )
+        promotion.state = State.CANCELLED
+        promotion.save(update_fields=["state", "updated_at"])
+        record_event(
+            "promotion.cancelled",
+            user,
+            version=promotion.version,
+            data={"promotion": promotion.pk, "environment": promotion.environment.name},
+        )
+    return promotion
+
+
+# --- execution (worker) --------------------------------------------------------------
+
+
+def _give_up(promotion_id: int, error: str) -> None:
+    with transaction.atomic():
+        promotion = for_update(Promotion).filter(pk=promotion_id).first()
+        if promotion is None or promotion.state not in (State.APPROVED, State.PROMOTING):
+            return
+        promotion.state, promotion.status_reason = State.FAILED, error[:5000]
+        promotion.save(update_fields=["state", "status_reason", "updated_at"])
+        record_event(
+            "promotion.failed",
+            None,
+            version=promotion.version,
+            data={"promotion": promotion.pk, "reason": promotion.status_reason},
+        )
+
+
+@jobs.handler(KIND, give_up=_give_up)
+def execute_promotion(promotion_id: int) -> None:
+    """Move the environment's alias, exactly once, if the gates still pass."""
+    Promotion.objects.filter(pk=promotion_id, state=State.APPROVED).update(
+        state=State.PROMOTING, updated_at=timezone.now()
+    )
+    with transaction.atomic():
+        # The environment's row lock serializes every promotion into it.
+        promotion = Promotion.objects.select_related("environment").get(pk=promotion_id)
+        environment = for_update(Environment).get(pk=promotion.environment_id)
+        promotion = (
+            for_update(Promotion).select_related("version__model", "model").get(pk=promotion_id)
+        )
+        if promotion.state not in (State.APPROVED, State.PROMOTING):
+            return  # already promoted (a duplicate message), cancelled, or failed
+        version = promotion.version
+        results = gates.evaluate(version, environment)
+        promotion.gates = results
+        if version.state != ModelVersion.State.READY or not all(r["passed"] for r in results):
+            reason = _failed_gates(results) or f"version is {version.state}"
+            promotion.state, promotion.status_reason = State.BLOCKED, reason
+            promotion.save(update_fields=["gates", "state", "status_reason", "updated_at"])
+            record_event(
+                "promotion.blocked",
+                None,
+                version=version,
+                data={"promotion": promotion.pk, "environment": environment.name, "reason": reason},
+            )
+            return
+        alias = (
+            for_update(Alias)
+            .filter(model=promotion.model, name=environment.name)
+            .select_related("version")
+            .first()
+        )
+        previous = alias.version if alias else None
+        if alias is None:
+            Alias.objects.create(
+                model=promotion.model,
+                name=environment.name,
+                version=version,
+                updated_by=promotion.requested_by,
+            )
+        else:
+            alias.version, alias.updated_at = version, timezone.now()
+            alias.updated_by = promotion.requested_by
+            alias.save()
+        last = (
+            Promotion.objects.filter(model=promotion.model, environment=environment).aggregate(
+                n=Max("sequence")
+            )["n"]
+            or 0
+        )
+        promotion.state, promotion.sequence = State.PROMOTED, last + 1
+        promotion.previous_version, promotion.promoted_at = previous, timezone.now()
+        promotion.status_reason = ""
+        promotion.save()
+        record_event(
+            "alias.moved",
+            None,
+            version=version,
+            data={
+                "alias": environment.name,
+                "from": previous.number if previous else None,
+                "to": version.number,
+                "promotion": promotion.pk,
+            },
+        )
+        record_event(
+            "promotion.promoted",
+            None,
+            version=version,
+            data={
+                "promotion": promotion.pk,
+                "environment": environment.name,
+                "from": previous.number if previous else None,
+                "to": version.number,
+                "sequence": promotion.sequence,
+            },
+        )
+        request_sync()
