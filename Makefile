@@ -14,7 +14,7 @@ export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/15
 export REDIS_URL ?= redis://127.0.0.1:6379/14
 endif
 
-.PHONY: install run worker test lint format bench clean
+.PHONY: install run worker test lint format bench clean chromium screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,23 @@ run: $(STAMP)
 	  trap "kill $$worker 2>/dev/null; wait $$worker 2>/dev/null" EXIT INT TERM; \
 	  $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	MODELGATE_VAR_DIR=$(CURDIR)/var/test $(BIN)/pytest $(PYTEST_ARGS)
+
+# Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "NOTE: /usr/bin/chromium is missing and this is not root: browser tests will be skipped"; \
+	    echo "      (install it with: sudo apt-get install chromium)"; \
+	  fi; \
+	fi
+
+screenshots: $(STAMP) chromium
+	MODELGATE_VAR_DIR=$(CURDIR)/var/screens $(BIN)/python -m webui.screenshots screenshots
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

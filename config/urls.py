@@ -14,6 +14,6 @@ urlpatterns = [
     path("", include("webui.urls")),
 ]
 
-handler404 = "webui.views.not_found"
-handler403 = "webui.views.forbidden"
-handler500 = "webui.views.server_error"
+handler404 = "webui.views.errors.not_found"
+handler403 = "webui.views.errors.forbidden"
+handler500 = "webui.views.errors.server_error"

@@ -1,17 +1,9 @@
-"""Server-rendered pages. They read through the same services as the API."""
+"""Error pages in the site's style (JSON under /api/)."""
 
-from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import render
 
 from registry.api.errors import error_body
-from registry.models import RegisteredModel
-
-
-@login_required
-def models_index(request):
-    models = RegisteredModel.objects.prefetch_related("aliases__version").order_by("name")
-    return render(request, "webui/models.html", {"models": models})
 
 
 def _error(request, status: int, code: str, message: str):
