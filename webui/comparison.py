@@ -42,15 +42,19 @@ def _metric_rows(versions: list[ModelVersion]) -> list[Row]:
 
 def _map_rows(mappings: list[dict]) -> list[Row]:
     names = sorted({name for mapping in mappings for name in mapping})
-    return [Row(n, [m.get(n) for m in mappings], len({str(m.get(n)) for m in mappings}) > 1)
-            for n in names]
+    return [
+        Row(n, [m.get(n) for m in mappings], len({str(m.get(n)) for m in mappings}) > 1)
+        for n in names
+    ]
 
 
 def _signature_rows(versions: list[ModelVersion], part: str) -> list[Row]:
     def fields(version):
         signature = version.signature or {}
-        return {str(item.get("name", index)): item.get("type")
-                for index, item in enumerate(signature.get(part) or [])}
+        return {
+            str(item.get("name", index)): item.get("type")
+            for index, item in enumerate(signature.get(part) or [])
+        }
 
     return _map_rows([fields(v) for v in versions])
 

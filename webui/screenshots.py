@@ -18,8 +18,15 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PASSWORD = "screenshots-demo-password"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 SIZES = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 
@@ -35,14 +42,30 @@ def manage(env: dict, *args: str) -> None:
 
 def start(env: dict, port: int, logs: Path) -> list[subprocess.Popen]:
     def spawn(args, name):
-        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=open(logs / name, "wb"),  # noqa: SIM115
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=open(logs / name, "wb"), stderr=subprocess.STDOUT
+        )
 
     return [
-        spawn([str(BIN / "python"), "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-              "server.log"),
-        spawn([str(BIN / "celery"), "-A", "workers.celery", "worker", "--pool", "threads",
-               "--concurrency", "2", "--loglevel", "WARNING"], "worker.log"),
+        spawn(
+            [str(BIN / "python"), "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            "server.log",
+        ),
+        spawn(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers.celery",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "2",
+                "--loglevel",
+                "WARNING",
+            ],
+            "worker.log",
+        ),
     ]
 
 
@@ -91,8 +114,9 @@ def upload_in_progress(page, url: str, out: Path, scratch: Path, suffix: str) ->
 
     page.route("**/api/v1/models/*/versions/*/files/**", hold_later_chunks)
     page.goto(f"{url}/models/churn-predictor/upload/")
-    page.locator("input[type=file]").first.set_input_files(
-        [str(folder / "README.md"), str(folder / "weights.bin")])
+    page.locator("#files-input").set_input_files(
+        [str(folder / "README.md"), str(folder / "weights.bin")]
+    )
     page.get_by_role("button", name="Upload").click()
     page.wait_for_timeout(3000)
     shoot(page, out, f"upload-in-progress-{suffix}")
@@ -109,6 +133,7 @@ def main(argv: list[str]) -> int:
     for key in ("DATABASE_URL", "CELERY_BROKER_URL"):  # always a private SQLite demo
         env.pop(key, None)
     manage(env, "migrate", "--no-input", "-v0")
+    manage(env, "collectstatic", "--no-input", "-v0")
     manage(env, "load_demo")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -118,21 +143,25 @@ def main(argv: list[str]) -> int:
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
-                                                 args=FLAGS)
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
             for suffix, viewport in SIZES.items():
                 print(f"{suffix} ({viewport['width']} px):")
                 alice = sign_in(browser.new_context(viewport=viewport), url, "alice")
                 shoot(alice, out, f"models-{suffix}", f"{url}/")
                 shoot(alice, out, f"model-{suffix}", f"{url}/models/fraud-detector/")
                 shoot(alice, out, f"version-{suffix}", f"{url}/models/fraud-detector/versions/3/")
-                shoot(alice, out, f"compare-{suffix}",
-                      f"{url}/models/fraud-detector/compare/?v=1&v=2&v=3")
+                shoot(
+                    alice,
+                    out,
+                    f"compare-{suffix}",
+                    f"{url}/models/fraud-detector/compare/?v=1&v=2&v=3",
+                )
                 shoot(alice, out, f"audit-log-{suffix}", f"{url}/audit/")
                 upload_in_progress(alice, url, out, scratch, suffix)
                 bob = sign_in(browser.new_context(viewport=viewport), url, "bob")
                 shoot(bob, out, f"reviews-{suffix}", f"{url}/reviews/")
-                promotion = bob.locator("a", has_text="Review").first.get_attribute("href")
+                review = bob.get_by_role("link", name="Review", exact=True).first
+                promotion = review.get_attribute("href")
                 shoot(bob, out, f"review-comparison-{suffix}", f"{url}{promotion}")
             browser.close()
     finally:

@@ -18,22 +18,30 @@ urlpatterns = [
     path("audit/", browse.audit_log, name="audit"),
     # versions.py: the version page and its live status, requesting a promotion
     path("models/<str:name>/versions/<int:number>/", versions.version_detail, name="version"),
-    path("models/<str:name>/versions/<int:number>/status/", versions.version_status,
-         name="version-status"),
-    path("models/<str:name>/versions/<int:number>/promote/", versions.request_promotion,
-         name="version-promote"),
+    path(
+        "models/<str:name>/versions/<int:number>/status/",
+        versions.version_status,
+        name="version-status",
+    ),
+    path(
+        "models/<str:name>/versions/<int:number>/promote/",
+        versions.request_promotion,
+        name="version-promote",
+    ),
     # upload.py: the upload page (the browser then talks to the REST API)
     path("models/<str:name>/upload/", upload.upload_page, name="upload"),
     # reviews.py: the queue, the review page, deciding
     path("reviews/", reviews.queue, name="reviews"),
     path("promotions/<int:promotion_id>/", reviews.review_page, name="promotion"),
     path("promotions/<int:promotion_id>/review/", reviews.decide, name="promotion-review"),
-    path("promotions/<int:promotion_id>/status/", reviews.promotion_status,
-         name="promotion-status"),
+    path(
+        "promotions/<int:promotion_id>/status/", reviews.promotion_status, name="promotion-status"
+    ),
     # settings_pages.py: tokens, webhooks, environments
     path("settings/tokens/", settings_pages.tokens, name="tokens"),
-    path("settings/tokens/<int:token_id>/revoke/", settings_pages.revoke_token,
-         name="token-revoke"),
+    path(
+        "settings/tokens/<int:token_id>/revoke/", settings_pages.revoke_token, name="token-revoke"
+    ),
     path("settings/webhooks/", settings_pages.webhooks, name="webhooks"),
     path("settings/webhooks/<int:webhook_id>/", settings_pages.webhook_detail, name="webhook"),
     path("settings/environments/", settings_pages.environments, name="environments"),

@@ -6,7 +6,7 @@ the requester never approves their own request unless the policy says so.
 """
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -182,6 +182,24 @@ def _approve(promotion: Promotion, actor) -> None:
     jobs.enqueue(KIND, promotion.pk)
 
 
+def may_review(user, promotion: Promotion) -> bool:
+    """Whether the environment's policy lets `user` review this promotion at all."""
+    environment = promotion.environment
+    if not (access.is_member(user, environment.reviewer_group) or access.is_admin(user)):
+        return False
+    return promotion.requested_by_id != user.pk or environment.allow_self_approval
+
+
+def reviewable_by(user) -> QuerySet:
+    """Pending promotions `user` may still decide: `may_review`, as a query."""
+    queryset = Promotion.objects.filter(state=State.PENDING)
+    if not access.is_admin(user):
+        queryset = queryset.filter(environment__reviewer_group__in=access.user_groups(user))
+    return queryset.exclude(
+        Q(requested_by=user) & Q(environment__allow_self_approval=False)
+    ).exclude(reviews__reviewer=user)
+
+
 def review_promotion(promotion: Promotion, user, decision: str, comment: str) -> Promotion:
     if decision not in Review.Decision.values:
         raise InvalidInput("'decision' must be 'approve' or 'reject'.")
@@ -195,13 +213,13 @@ def review_promotion(promotion: Promotion, user, decision: str, comment: str) ->
             .get(pk=promotion.pk)
         )
         environment = promotion.environment
-        if not (access.is_member(user, environment.reviewer_group) or access.is_admin(user)):
+        if not may_review(user, promotion):
+            if promotion.requested_by_id == user.pk:
+                raise PermissionDenied("You requested this promotion; someone else must review it.")
             raise PermissionDenied(
                 f"Only members of '{environment.reviewer_group}' may review "
                 f"promotions to {environment.name}."
             )
-        if promotion.requested_by_id == user.pk and not environment.allow_self_approval:
-            raise PermissionDenied("You requested this promotion; someone else must review it.")
         if promotion.state != State.PENDING:
             raise Conflict(
                 f"Promotion {promotion.pk} is {promotion.state}, not pending.",

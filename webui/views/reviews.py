@@ -3,7 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -11,7 +11,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from registry import errors
 from registry.models import Alias, ModelVersion, Promotion, Review, VersionFile
-from registry.services import access, promotions
+from registry.services import promotions
+from registry.services.promotions import may_review, reviewable_by
 from webui.comparison import compare
 
 from .versions import lineage_rows
@@ -19,24 +20,6 @@ from .versions import lineage_rows
 State = Promotion.State
 # States the promotion page keeps polling through; any other state is settled.
 MOVING_STATES = (State.APPROVED, State.PROMOTING)
-
-
-def reviewable_by(user) -> QuerySet:
-    """Pending promotions `user` may decide: the policy of the service, as a query."""
-    queryset = Promotion.objects.filter(state=State.PENDING)
-    if not access.is_admin(user):
-        queryset = queryset.filter(environment__reviewer_group__in=access.user_groups(user))
-    return queryset.exclude(
-        Q(requested_by=user) & Q(environment__allow_self_approval=False)
-    ).exclude(reviews__reviewer=user)
-
-
-def may_review(user, promotion: Promotion) -> bool:
-    """Whether the environment's policy lets `user` review this promotion at all."""
-    environment = promotion.environment
-    if not (access.is_member(user, environment.reviewer_group) or access.is_admin(user)):
-        return False
-    return promotion.requested_by_id != user.pk or environment.allow_self_approval
 
 
 def may_decide(user, promotion: Promotion, reviews: list[Review]) -> bool:

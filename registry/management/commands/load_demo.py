@@ -135,6 +135,11 @@ class Command(BaseCommand):
                 promotion = promotions.request_promotion(
                     version, owner, request["environment"], request.get("comment", "")
                 )
+                if request.get("approved_by"):
+                    reviewer = User.objects.get(username=request["approved_by"])
+                    promotion = promotions.review_promotion(
+                        promotion, reviewer, "approve", request["review"]
+                    )
                 if promotion.state == promotion.State.APPROVED:
                     jobs.run(promotions.KIND, promotion.pk)
         self.stdout.write(f"Loaded model {spec['name']} ({len(spec['versions'])} versions)")

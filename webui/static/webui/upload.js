@@ -1049,7 +1049,10 @@
         version = created.version;
         var urls = {};
         (created.uploads || []).forEach(function (u) {
-          urls[u.path] = u.url;
+          // Same origin as this page, whatever host name the server put in the URL:
+          // the session cookie only travels there.
+          var parsed = new URL(u.url, window.location.href);
+          urls[u.path] = parsed.pathname + parsed.search;
         });
         items.forEach(function (item) {
           item.url = urls[item.path] || fileUrl(version, item.path);
