@@ -35,4 +35,11 @@ def test_the_schema_describes_every_api_path(db):
         "/api/v1/models/{name}/versions/{ref}/finalize/",
     ]:
         assert path in paths, path
+    schemes = response.json()["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token from POST /api/v1/auth/tokens/.",
+    }
+    assert response.json()["paths"]["/api/v1/models/"]["get"]["security"]
     assert APIClient().get("/api/v1/docs/").status_code == 200
