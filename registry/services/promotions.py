@@ -170,15 +170,22 @@ def _failed_gates(results: list[dict]) -> str:
     return "; ".join(f"{r['type']}: {r['detail']}" for r in results if not r["passed"])
 
 
+def _transition(promotion: Promotion, state: str, actor, reason: str | None = None) -> None:
+    """Move a locked promotion to `state` and record `promotion.<state>` with it."""
+    promotion.state = state
+    fields = ["state", "gates", "updated_at"]
+    if reason is not None:
+        promotion.status_reason = reason[:5000]
+        fields.append("status_reason")
+    promotion.save(update_fields=fields)
+    data = {"promotion": promotion.pk, "environment": promotion.environment.name}
+    if reason:
+        data["reason"] = promotion.status_reason
+    record_event(f"promotion.{state}", actor, version=promotion.version, data=data)
+
+
 def _approve(promotion: Promotion, actor) -> None:
-    promotion.state = State.APPROVED
-    promotion.save(update_fields=["state", "updated_at"])
-    record_event(
-        "promotion.approved",
-        actor,
-        version=promotion.version,
-        data={"promotion": promotion.pk, "environment": promotion.environment.name},
-    )
+    _transition(promotion, State.APPROVED, actor)
     jobs.enqueue(KIND, promotion.pk)
 
 
@@ -246,15 +253,8 @@ def review_promotion(promotion: Promotion, user, decision: str, comment: str) ->
             },
         )
         if decision == Review.Decision.REJECT:
-            promotion.state = State.REJECTED
-            promotion.status_reason = f"Rejected by {user.get_username()}: {comment}"
-            promotion.save(update_fields=["state", "status_reason", "updated_at"])
-            record_event(
-                "promotion.rejected",
-                user,
-                version=promotion.version,
-                data={"promotion": promotion.pk, "environment": environment.name},
-            )
+            reason = f"Rejected by {user.get_username()}: {comment}"
+            _transition(promotion, State.REJECTED, user, reason)
         elif (
             promotion.reviews.filter(decision=Review.Decision.APPROVE).count()
             >= environment.required_approvals
@@ -277,14 +277,7 @@ def cancel_promotion(promotion: Promotion, user) -> Promotion:
                 f"Promotion {promotion.pk} is {promotion.state}; it can no longer be cancelled.",
                 {"state": promotion.state},
             )
-        promotion.state = State.CANCELLED
-        promotion.save(update_fields=["state", "updated_at"])
-        record_event(
-            "promotion.cancelled",
-            user,
-            version=promotion.version,
-            data={"promotion": promotion.pk, "environment": promotion.environment.name},
-        )
+        _transition(promotion, State.CANCELLED, user)
     return promotion
 
 
@@ -293,17 +286,15 @@ def cancel_promotion(promotion: Promotion, user) -> Promotion:
 
 def _give_up(promotion_id: int, error: str) -> None:
     with transaction.atomic():
-        promotion = for_update(Promotion).filter(pk=promotion_id).first()
+        promotion = (
+            for_update(Promotion)
+            .select_related("environment", "version__model")
+            .filter(pk=promotion_id)
+            .first()
+        )
         if promotion is None or promotion.state not in (State.APPROVED, State.PROMOTING):
             return
-        promotion.state, promotion.status_reason = State.FAILED, error[:5000]
-        promotion.save(update_fields=["state", "status_reason", "updated_at"])
-        record_event(
-            "promotion.failed",
-            None,
-            version=promotion.version,
-            data={"promotion": promotion.pk, "reason": promotion.status_reason},
-        )
+        _transition(promotion, State.FAILED, None, error)
 
 
 @jobs.handler(KIND, give_up=_give_up)
@@ -326,14 +317,7 @@ def execute_promotion(promotion_id: int) -> None:
         promotion.gates = results
         if version.state != ModelVersion.State.READY or not all(r["passed"] for r in results):
             reason = _failed_gates(results) or f"version is {version.state}"
-            promotion.state, promotion.status_reason = State.BLOCKED, reason
-            promotion.save(update_fields=["gates", "state", "status_reason", "updated_at"])
-            record_event(
-                "promotion.blocked",
-                None,
-                version=version,
-                data={"promotion": promotion.pk, "environment": environment.name, "reason": reason},
-            )
+            _transition(promotion, State.BLOCKED, None, reason)
             return
         alias = (
             for_update(Alias)
