@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/", include("registry.api.urls")),
+    path("api/2.0/mlflow/", include("registry.mlflow.urls")),
     path("admin/", admin.site.urls),
     path("", include("webui.urls")),
 ]

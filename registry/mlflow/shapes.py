@@ -1,0 +1,77 @@
+"""Modelgate's models in MLflow's JSON shapes (mlflow/protos/model_registry.proto)."""
+
+from datetime import datetime
+
+from registry.models import ModelVersion, RegisteredModel
+
+STATUS = {
+    ModelVersion.State.UPLOADING: "PENDING_REGISTRATION",
+    ModelVersion.State.PROCESSING: "PENDING_REGISTRATION",
+    ModelVersion.State.READY: "READY",
+    ModelVersion.State.ARCHIVED: "READY",
+    ModelVersion.State.FAILED: "FAILED_REGISTRATION",
+}
+
+
+def millis(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value else None
+
+
+def tag_list(tags: dict) -> list[dict]:
+    return [{"key": key, "value": value} for key, value in sorted((tags or {}).items())]
+
+
+def download_uri(version: ModelVersion) -> str:
+    return f"mlflow-artifacts:/modelgate/{version.model.name}/{version.number}"
+
+
+def _user(user) -> str:
+    return user.get_username() if user is not None else ""
+
+
+def model_version(version: ModelVersion, aliases: list[str] | None = None) -> dict:
+    if aliases is None:
+        aliases = sorted(alias.name for alias in version.aliases.all())  # uses a prefetch
+    shape = {
+        "name": version.model.name,
+        "version": str(version.number),
+        "creation_timestamp": millis(version.created_at),
+        "last_updated_timestamp": millis(version.updated_at),
+        "user_id": _user(version.created_by),
+        "current_stage": "None",
+        "description": version.description,
+        "source": download_uri(version),
+        "run_id": str((version.lineage or {}).get("run_id") or ""),
+        "status": STATUS.get(version.state, "READY"),
+        "tags": tag_list(version.tags),
+        "aliases": aliases,
+    }
+    if version.status_reason:
+        shape["status_message"] = version.status_reason
+    return shape
+
+
+def latest_version(model: RegisteredModel) -> ModelVersion | None:
+    return (
+        model.versions.exclude(state=ModelVersion.State.ARCHIVED)
+        .select_related("model", "created_by")
+        .order_by("-number")
+        .first()
+    )
+
+
+def registered_model(model: RegisteredModel, *, with_latest: bool = True) -> dict:
+    aliases = list(model.aliases.select_related("version").order_by("name"))
+    shape = {
+        "name": model.name,
+        "creation_timestamp": millis(model.created_at),
+        "last_updated_timestamp": millis(model.updated_at),
+        "user_id": _user(model.created_by),
+        "description": model.description,
+        "tags": tag_list(model.tags),
+        "aliases": [{"alias": a.name, "version": str(a.version.number)} for a in aliases],
+    }
+    if with_latest:
+        latest = latest_version(model)
+        shape["latest_versions"] = [model_version(latest)] if latest else []
+    return shape
