@@ -14,6 +14,8 @@ import pytest
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
+from webui import screenshots
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -248,15 +250,7 @@ def stack(tmp_path, settings, transactional_db):
 # --- browser -------------------------------------------------------------------------
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_FLAGS = screenshots.CHROMIUM_FLAGS
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PASSWORD = "screenshots-demo-password"
-FLAGS = [
+# The flags this machine's Chromium needs headless (the browser tests use them too).
+CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
     "--disable-background-networking",
@@ -143,7 +144,9 @@ def main(argv: list[str]) -> int:
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
+            )
             for suffix, viewport in SIZES.items():
                 print(f"{suffix} ({viewport['width']} px):")
                 alice = sign_in(browser.new_context(viewport=viewport), url, "alice")

@@ -10,6 +10,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry.models import Alias, ApiToken, Event, ModelVersion, RegisteredModel, VersionFile
+from registry.services.gates import GATE_TYPES
+from registry.services.gates import OPS as GATE_OPS
 
 # --- shared pieces -------------------------------------------------------------------
 
@@ -327,20 +329,9 @@ class HealthSerializer(serializers.Serializer):
 
 
 class GateSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(
-        choices=sorted(
-            [
-                "scan_clean",
-                "package_ready",
-                "checksums_verified",
-                "metric",
-                "metric_not_worse",
-                "signature_compatible",
-            ]
-        )
-    )
+    type = serializers.ChoiceField(choices=sorted(GATE_TYPES))
     metric = serializers.CharField(required=False)
-    op = serializers.ChoiceField(choices=[">=", ">", "<=", "<", "==", "!="], required=False)
+    op = serializers.ChoiceField(choices=list(GATE_OPS), required=False)
     value = serializers.FloatField(required=False)
     higher_is_better = serializers.BooleanField(required=False)
 
