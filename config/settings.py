@@ -152,6 +152,10 @@ USE_I18N = False
 USE_TZ = True
 
 # --- REST API ------------------------------------------------------------------------
+# Failed password sign-ins (MLflow's Basic auth) allowed per client address and per
+# username in MODELGATE_AUTH_FAILURE_WINDOW seconds before further attempts get 429.
+MODELGATE_AUTH_FAILURES = int(os.environ.get("MODELGATE_AUTH_FAILURES", 10))
+MODELGATE_AUTH_FAILURE_WINDOW = int(os.environ.get("MODELGATE_AUTH_FAILURE_WINDOW", 300))
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "registry.api.auth.BearerTokenAuthentication",
@@ -246,4 +250,16 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Monitoring: prediction ingest and retention -------------------------------------
+# A batch POSTed to /api/v1/monitoring/predictions/ (or /feedback/) holds at most this many
+# records and bytes; more gets 413. Records older than the retention period are dropped
+# (whole day partitions on Postgres) by a beat task, which also adds the coming days'.
+MODELGATE_INGEST_MAX_RECORDS = int(os.environ.get("MODELGATE_INGEST_MAX_RECORDS", 10_000))
+MODELGATE_INGEST_MAX_BYTES = int(os.environ.get("MODELGATE_INGEST_MAX_BYTES", 32 * 1024**2))
+MODELGATE_PREDICTION_RETENTION_DAYS = int(os.environ.get("MODELGATE_PREDICTION_RETENTION_DAYS", 30))
+CELERY_BEAT_SCHEDULE["prediction-retention"] = {
+    "task": "modelgate.expire_predictions",
+    "schedule": float(os.environ.get("MODELGATE_RETENTION_SECONDS", 3600)),
 }

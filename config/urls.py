@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/", include("registry.api.urls")),
     path("api/2.0/mlflow/", include("registry.mlflow.urls")),
+    path("api/2.0/mlflow-artifacts/", include("registry.mlflow.artifacts")),
     path("admin/", admin.site.urls),
     path("", include("webui.urls")),
 ]

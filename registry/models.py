@@ -74,6 +74,10 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
+    # Monitoring: a profile of the training/evaluation data and global feature importance,
+    # computed on the data scientist's machine (schemas in registry.services.monitoring).
+    baseline = models.JSONField(null=True, blank=True)
+    explanations = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["model", "-number"]
@@ -108,6 +112,28 @@ class VersionFile(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["version", "path"], name="version_file_path_unique"),
         ]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class ArtifactFile(models.Model):
+    """A file uploaded through MLflow's artifact endpoints, not yet part of a version.
+
+    `create_model_version` turns the files under a folder of these into a version; the
+    bytes stay in the blob store under their sha256, like every version file.
+    """
+
+    path = models.CharField(max_length=512, unique=True)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["path"]
 
     def __str__(self) -> str:
         return self.path
@@ -177,7 +203,7 @@ class Event(models.Model):
 class ApiToken(models.Model):
     """A bearer token. Only the sha256 of its secret is stored; the secret is shown once."""
 
-    SCOPES = ("read", "write", "review", "admin")
+    SCOPES = ("read", "write", "review", "admin", "ingest")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
@@ -190,6 +216,16 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # An `ingest` token is bound to one model (and optionally one environment) and can only
+    # write prediction records and feedback for it.
+    model = models.ForeignKey(
+        RegisteredModel,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="ingest_tokens",
+    )
+    environment = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -378,3 +414,68 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event.type} -> {self.webhook.url} ({self.state})"
+
+
+# --- monitoring ------------------------------------------------------------------------
+
+
+class PredictionRecord(models.Model):
+    """One prediction captured by a serving process, written by an ingest token.
+
+    On Postgres the table is range-partitioned by day of `at` (migration 0005 creates it,
+    `registry.services.monitoring.partitions` adds days), so retention drops whole days.
+    No foreign key constraint: inserts stay cheap and a deleted model does not cascade
+    through millions of rows; retention removes them.
+    """
+
+    model = models.ForeignKey(
+        RegisteredModel, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    version_number = models.PositiveIntegerField()
+    environment = models.CharField(max_length=64)
+    request_id = models.CharField(max_length=128)
+    at = models.DateTimeField()
+    inputs = models.JSONField(default=dict)
+    outputs = models.JSONField(default=dict)
+    latency_ms = models.FloatField(null=True)
+    error = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Idempotency: a re-sent record (same request id and time) is stored once. The
+            # partition key must be part of any unique constraint of a partitioned table.
+            models.UniqueConstraint(
+                fields=["model", "request_id", "at"], name="prediction_request_unique"
+            ),
+        ]
+        indexes = [
+            # What aggregation reads: one version in one environment over a time window.
+            models.Index(
+                fields=["model", "version_number", "environment", "at"], name="prediction_window"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} ({self.model_id}/{self.version_number}, {self.environment})"
+
+
+class PredictionFeedback(models.Model):
+    """Ground truth for one prediction, joined to it by (model, request_id)."""
+
+    model = models.ForeignKey(
+        RegisteredModel, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    request_id = models.CharField(max_length=128)
+    label = models.JSONField(null=True)  # a class label (string, number or boolean)
+    value = models.FloatField(null=True)  # a regression target
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "request_id"], name="feedback_request_unique")
+        ]
+        indexes = [models.Index(fields=["at"], name="feedback_at")]
+
+    def __str__(self) -> str:
+        return f"feedback {self.request_id}"

@@ -22,6 +22,7 @@ SAMPLE_ARGS = {
     "webhook_id": "1",
     "alias": "champion",
     "token_id": "1",
+    "artifact_path": "modelgate/fraud/1/model.pkl",
 }
 METHODS = ["get", "post", "put", "patch", "delete", "head"]
 

@@ -23,13 +23,16 @@ def _clear_auth(monkeypatch):
 
 
 def as_token(monkeypatch, live_server, user, scopes=None):
+    """A client for `user`; the environment points MLflow's module-level calls here too."""
     _clear_auth(monkeypatch)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", live_server.url)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token_for(user, scopes))
     return _client(live_server)
 
 
 def as_basic(monkeypatch, live_server, username, password):
     _clear_auth(monkeypatch)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", live_server.url)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", username)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
     return _client(live_server)
@@ -80,10 +83,6 @@ def test_registered_model_round_trip(live_server, monkeypatch, alice, admin_user
     # The same audit trail as the native API.
     types = list(Event.objects.filter(model_name="churn").values_list("type", flat=True))
     assert "model.created" in types and types.count("model.updated") == 3
-
-    assert error_code(client.rename_registered_model, "churn", "churn2") == (
-        "INVALID_PARAMETER_VALUE"
-    )
 
     # Deleting is for administrators.
     assert error_code(client.delete_registered_model, "churn") == "PERMISSION_DENIED"
@@ -179,9 +178,6 @@ def test_native_versions_are_visible_through_mlflow(live_server, monkeypatch, al
     uri = client.get_model_version_download_uri("fraud", str(first))
     assert uri == f"mlflow-artifacts:/modelgate/fraud/{first}"
 
-    assert error_code(client.delete_model_version, "fraud", str(first)) == (
-        "INVALID_PARAMETER_VALUE"
-    )
     assert error_code(client.get_model_version, "fraud", "x") == "INVALID_PARAMETER_VALUE"
 
     # Aliases: plain ones move, protected environments refuse.
@@ -240,7 +236,7 @@ def test_auth(live_server, monkeypatch, alice, reader):
 
 def test_unknown_endpoint_is_mlflow_shaped(live_server, alice):
     response = requests.post(
-        f"{live_server.url}/api/2.0/mlflow/model-versions/transition-stage",
+        f"{live_server.url}/api/2.0/mlflow/experiments/create",
         headers={"Authorization": f"Bearer {token_for(alice)}"},
         json={},
     )

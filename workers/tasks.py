@@ -19,3 +19,10 @@ def reconcile() -> int:
 @shared_task(name="modelgate.sync_git")
 def sync_git() -> None:
     gitmirror.request_sync()
+
+
+@shared_task(name="modelgate.expire_predictions")
+def expire_predictions() -> dict:
+    from registry.services.monitoring import retention
+
+    return retention.expire_predictions()

@@ -111,6 +111,12 @@ class VersionMetadataSerializer(serializers.Serializer):
     params = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
     tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
     lineage = LineageSerializer(required=False)
+    baseline = serializers.DictField(
+        required=False, help_text="A profile of the training data (see 'Monitoring' in the docs)."
+    )
+    explanations = serializers.DictField(
+        required=False, help_text="Global per-feature importance, its method and data."
+    )
 
 
 class VersionCreateSerializer(VersionMetadataSerializer):
@@ -215,6 +221,8 @@ class VersionDetailSerializer(VersionSummarySerializer):
             "scan",
             "package",
             "finalized_at",
+            "baseline",
+            "explanations",
         ]
 
     @extend_schema_field(ScanSerializer)
@@ -295,12 +303,32 @@ class TokenCreateSerializer(serializers.Serializer):
         child=serializers.ChoiceField(choices=ApiToken.SCOPES), required=False
     )
     expires_in_days = serializers.IntegerField(required=False, min_value=1)
+    model = serializers.CharField(required=False, help_text="The model an ingest token writes for.")
+    environment = serializers.CharField(
+        required=False, help_text="The one environment an ingest token writes for."
+    )
 
 
 class TokenSerializer(serializers.ModelSerializer):
+    model = serializers.SerializerMethodField()
+
     class Meta:
         model = ApiToken
-        fields = ["id", "name", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at"]
+        fields = [
+            "id",
+            "name",
+            "scopes",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+            "model",
+            "environment",
+        ]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_model(self, obj) -> str | None:
+        return obj.model.name if obj.model_id else None
 
 
 class TokenCreatedSerializer(TokenSerializer):
@@ -436,3 +464,40 @@ class DeliverySerializer(serializers.Serializer):
     attempts = serializers.ListField(child=serializers.DictField())
     created_at = serializers.DateTimeField()
     delivered_at = serializers.DateTimeField(allow_null=True)
+
+
+# --- monitoring ----------------------------------------------------------------------
+
+
+class PredictionRecordSerializer(serializers.Serializer):
+    model = serializers.CharField(required=False, help_text="Defaults to the token's model.")
+    version = serializers.IntegerField(min_value=1)
+    environment = serializers.CharField(
+        required=False, help_text="Defaults to the token's environment."
+    )
+    request_id = serializers.RegexField(r"^[A-Za-z0-9._:\-]{1,128}$")
+    at = serializers.DateTimeField(help_text="RFC 3339, within the retention period.")
+    inputs = serializers.DictField(help_text="{feature: number, string, boolean or null}")
+    outputs = serializers.DictField(required=False)
+    latency_ms = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    error = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+
+
+class PredictionBatchSerializer(serializers.Serializer):
+    records = PredictionRecordSerializer(many=True)
+
+
+class FeedbackRecordSerializer(serializers.Serializer):
+    model = serializers.CharField(required=False)
+    request_id = serializers.RegexField(r"^[A-Za-z0-9._:\-]{1,128}$")
+    label = serializers.JSONField(required=False, help_text="A class: string, number or boolean.")
+    value = serializers.FloatField(required=False, help_text="A regression target.")
+
+
+class FeedbackBatchSerializer(serializers.Serializer):
+    records = FeedbackRecordSerializer(many=True)
+
+
+class IngestResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField(help_text="Records stored by this request.")
+    duplicates = serializers.IntegerField(help_text="Records already stored (same request id).")

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import aliases, auth, events, models, promotions, versions, webhooks
+from .views import aliases, auth, events, models, monitoring, promotions, versions, webhooks
 
 app_name = "api"
 
@@ -49,4 +49,10 @@ urlpatterns = [
         name="webhook-deliveries",
     ),
     path("events/", events.EventList.as_view(), name="events"),
+    path(
+        "monitoring/predictions/",
+        monitoring.PredictionIngest.as_view(),
+        name="monitoring-predictions",
+    ),
+    path("monitoring/feedback/", monitoring.FeedbackIngest.as_view(), name="monitoring-feedback"),
 ]

@@ -21,6 +21,10 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 BLOCK_SIZE = 1024 * 1024  # bytes read from disk or the network at a time
 FINAL_STATES = ("ready", "failed")
+# A promotion in one of these states never changes again.
+PROMOTION_FINAL_STATES = ("promoted", "blocked", "rejected", "cancelled", "failed")
+PROMOTION_OPEN_STATES = ("pending", "approved", "promoting")
+POLL_MAX_INTERVAL = 5.0  # seconds between polls at most, however long the wait
 
 Progress = Callable[[int], None]
 """Called with the number of bytes done since the last call; negative after a rewind."""
@@ -42,6 +46,10 @@ class ClientError(Exception):
         self.status = status
         self.code = code
         self.details = details or {}
+
+
+class TimedOut(ClientError):
+    """A wait ran out of time before the awaited state was reached."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +267,8 @@ class Client:
         params: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
         lineage: dict[str, Any] | None = None,
+        baseline: dict[str, Any] | None = None,
+        explanations: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Declare a version and its files (`[{"path","size","sha256"}]`); state `uploading`."""
         body: dict[str, Any] = {"files": files}
@@ -268,6 +278,8 @@ class Client:
             ("params", params),
             ("tags", tags),
             ("lineage", lineage),
+            ("baseline", baseline),
+            ("explanations", explanations),
         ):
             if value is not None:
                 body[key] = value
@@ -302,27 +314,142 @@ class Client:
     def wait_for_state(
         self,
         name: str,
-        number: int,
+        ref: str | int,
         states: tuple[str, ...] = FINAL_STATES,
         timeout: float = 1800.0,
         interval: float = 0.5,
     ) -> dict[str, Any]:
-        """Poll until the version reaches one of `states`; returns its detail."""
+        """Poll until the version reaches one of `states`; returns its detail.
+
+        Raises TimedOut once `timeout` seconds have passed without it.
+        """
+
+        def still(v: dict[str, Any] | None) -> str:
+            if v is None:
+                return f"{name}/{ref} did not answer"
+            return f"{name}/{v['version']} is still {v['state']}"
+
+        return self._poll(
+            lambda: self.get_version(name, ref),
+            lambda version: version["state"] in states,
+            still,
+            timeout,
+            interval,
+        )
+
+    def _poll(
+        self,
+        fetch: Callable[[], dict[str, Any]],
+        done: Callable[[dict[str, Any]], bool],
+        describe: Callable[[dict[str, Any] | None], str],
+        timeout: float,
+        interval: float,
+    ) -> dict[str, Any]:
+        """Call `fetch` until `done(answer)`, sleeping a growing, capped interval between.
+
+        A transport error or a 5xx (a server restarting during an hour-long review, say)
+        is retried, up to `max_retries` in a row; other errors end the wait at once.
+        """
         deadline = time.monotonic() + timeout
+        failures, last = 0, None
         while True:
-            version = self.get_version(name, number)
-            if version["state"] in states:
-                return version
-            if time.monotonic() >= deadline:
-                raise ClientError(
-                    f"{name}/{number} is still {version['state']} after {timeout:g}s."
-                )
-            time.sleep(interval)
-            interval = min(interval * 1.5, 5.0)
+            try:
+                last = fetch()
+            except ClientError as exc:
+                if (exc.status is not None and exc.status < 500) or failures >= self.max_retries:
+                    raise
+                failures += 1
+            else:
+                failures = 0
+                if done(last):
+                    return last
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimedOut(f"{describe(last)} after {timeout:g}s.")
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 1.5, POLL_MAX_INTERVAL)
 
     def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
         return self._json(
             "PUT", f"models/{_segment(name)}/aliases/{_segment(alias)}/", json={"version": version}
+        )
+
+    # --- promotions ------------------------------------------------------------------
+
+    def get_environment(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"environments/{_segment(name)}/")
+
+    def request_promotion(
+        self, name: str, ref: str | int, environment: str, comment: str = ""
+    ) -> dict[str, Any]:
+        """Ask to point `environment` at a version; the answer is `pending` or `blocked`
+        (or already `approved` where the environment needs no review)."""
+        return self._json(
+            "POST",
+            f"models/{_segment(name)}/versions/{_segment(ref)}/promotions/",
+            json={"environment": environment, "comment": comment},
+        )
+
+    def get_promotion(self, promotion_id: int) -> dict[str, Any]:
+        return self._json("GET", f"promotions/{int(promotion_id)}/")
+
+    def list_promotions(
+        self,
+        *,
+        states: list[str] | tuple[str, ...] | None = None,
+        model: str | None = None,
+        environment: str | None = None,
+        requested_by: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Promotions newest first, fetched page by page as the caller iterates."""
+        params: dict[str, Any] = {}
+        if states:
+            params["state"] = list(states)
+        for key, value in (
+            ("model", model),
+            ("environment", environment),
+            ("requested_by", requested_by),
+        ):
+            if value:
+                params[key] = value
+        return self._paginate("promotions/", params)
+
+    def find_promotion(
+        self, name: str, version: int, environment: str, states: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        """The newest promotion of `name/version` to `environment` in one of `states`."""
+        found = self.list_promotions(states=states, model=name, environment=environment)
+        return next((p for p in found if p["version"] == version), None)
+
+    def review_promotion(self, promotion_id: int, decision: str, comment: str) -> dict[str, Any]:
+        """Approve or reject (`decision`) a pending promotion; returns the promotion."""
+        return self._json(
+            "POST",
+            f"promotions/{int(promotion_id)}/reviews/",
+            json={"decision": decision, "comment": comment},
+        )
+
+    def wait_for_promotion(
+        self,
+        promotion_id: int,
+        states: tuple[str, ...] = PROMOTION_FINAL_STATES,
+        timeout: float = 600.0,
+        interval: float = 0.5,
+    ) -> dict[str, Any]:
+        """Poll until the promotion reaches one of `states`; raises TimedOut after `timeout`."""
+
+        def still(p: dict[str, Any] | None) -> str:
+            if p is None:
+                return f"Promotion {promotion_id} did not answer"
+            where = f"{p['model']}/{p['version']} -> {p['environment']}"
+            return f"Promotion {promotion_id} ({where}) is still {p['state']}"
+
+        return self._poll(
+            lambda: self.get_promotion(promotion_id),
+            lambda promotion: promotion["state"] in states,
+            still,
+            timeout,
+            interval,
         )
 
     # --- uploads ---------------------------------------------------------------------

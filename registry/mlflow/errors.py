@@ -19,6 +19,7 @@ INVALID_STATE = "INVALID_STATE"
 PERMISSION_DENIED = "PERMISSION_DENIED"
 UNAUTHENTICATED = "UNAUTHENTICATED"
 ENDPOINT_NOT_FOUND = "ENDPOINT_NOT_FOUND"
+REQUEST_LIMIT_EXCEEDED = "REQUEST_LIMIT_EXCEEDED"
 
 # As MLflow's own server answers them (mlflow.protos.databricks_pb2 / ERROR_CODE_TO_HTTP_STATUS).
 STATUSES = {
@@ -29,6 +30,7 @@ STATUSES = {
     PERMISSION_DENIED: 403,
     UNAUTHENTICATED: 401,
     ENDPOINT_NOT_FOUND: 404,
+    REQUEST_LIMIT_EXCEEDED: 429,
 }
 
 # The native API's codes, sent alongside so one error envelope works for both doors.
@@ -40,6 +42,7 @@ NATIVE_CODES = {
     PERMISSION_DENIED: "permission_denied",
     UNAUTHENTICATED: "not_authenticated",
     ENDPOINT_NOT_FOUND: "not_found",
+    REQUEST_LIMIT_EXCEEDED: "throttled",
 }
 
 

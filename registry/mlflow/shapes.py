@@ -25,6 +25,16 @@ def download_uri(version: ModelVersion) -> str:
     return f"mlflow-artifacts:/modelgate/{version.model.name}/{version.number}"
 
 
+def current_stage(version: ModelVersion, aliases: list[str] | None = None) -> str:
+    """MLflow's stage vocabulary over Modelgate's environments of the same names."""
+    if aliases is None:
+        aliases = [alias.name for alias in version.aliases.all()]
+    for environment in ("production", "staging"):
+        if environment in aliases:
+            return environment.capitalize()
+    return "Archived" if version.state == ModelVersion.State.ARCHIVED else "None"
+
+
 def _user(user) -> str:
     return user.get_username() if user is not None else ""
 
@@ -38,9 +48,9 @@ def model_version(version: ModelVersion, aliases: list[str] | None = None) -> di
         "creation_timestamp": millis(version.created_at),
         "last_updated_timestamp": millis(version.updated_at),
         "user_id": _user(version.created_by),
-        "current_stage": "None",
+        "current_stage": current_stage(version, aliases),
         "description": version.description,
-        "source": download_uri(version),
+        "source": (version.lineage or {}).get("source") or download_uri(version),
         "run_id": str((version.lineage or {}).get("run_id") or ""),
         "status": STATUS.get(version.state, "READY"),
         "tags": tag_list(version.tags),

@@ -15,6 +15,8 @@ urlpatterns = [
     path("registered-models/set-tag", views.registered_model_set_tag),
     path("registered-models/delete-tag", views.registered_model_delete_tag),
     path("registered-models/alias", views.registered_model_alias),
+    path("model-versions/create", views.model_version_create),
+    path("model-versions/transition-stage", views.model_version_transition),
     path("model-versions/get", views.model_version_get),
     path("model-versions/update", views.model_version_update),
     path("model-versions/delete", views.model_version_delete),

@@ -10,18 +10,26 @@ import binascii
 import json
 import re
 
-from django.http import JsonResponse
+from django.http import HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from registry.errors import Conflict, RegistryError
-from registry.models import ModelVersion, RegisteredModel
-from registry.services import access, aliases, registered_models, versions
+from registry.models import Environment, ModelVersion, RegisteredModel
+from registry.services import (
+    access,
+    aliases,
+    artifacts,
+    promotions,
+    registered_models,
+    versions,
+)
 from registry.services.environments import is_protected
 
 from . import shapes
 from .auth import authenticate, require_scope
 from .errors import (
     ENDPOINT_NOT_FOUND,
+    INVALID_STATE,
     PERMISSION_DENIED,
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
@@ -41,19 +49,28 @@ class Call:
 
     def __init__(self, request, user, scopes):
         self.request, self.user, self.scopes = request, user, scopes
+        self._params = None
+
+    @property
+    def params(self) -> dict:
+        if self._params is None:
+            self._params = self._parse()
+        return self._params
+
+    def _parse(self) -> dict:
+        request = self.request
         if request.method == "GET":
-            self.params = {
+            return {
                 key: (values if len(values) > 1 or key in LIST_PARAMS else values[0])
                 for key, values in request.GET.lists()
             }
-        else:
-            try:
-                body = json.loads(request.body or b"{}")
-            except (ValueError, UnicodeDecodeError):
-                raise invalid("The request body is not valid JSON.") from None
-            if not isinstance(body, dict):
-                raise invalid("The request body must be a JSON object.")
-            self.params = body
+        try:
+            body = json.loads(request.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise invalid("The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise invalid("The request body must be a JSON object.")
+        return body
 
     def get(self, key, default=None):
         return self.params.get(key, default)
@@ -68,17 +85,19 @@ class Call:
 
 
 def endpoint(methods: dict):
-    """A view dispatching on method to handlers `(call) -> dict`, each with its scope."""
+    """A view dispatching on method to handlers `(call, **url_kwargs) -> dict | response`,
+    each with the scope it needs."""
 
     @csrf_exempt
-    def view(request):
+    def view(request, **kwargs):
         try:
             if request.method not in methods:
                 raise method_not_allowed(request)
             level, handler = methods[request.method]
             user, scopes = authenticate(request)
             require_scope(scopes, level)
-            return JsonResponse(handler(Call(request, user, scopes)))
+            result = handler(Call(request, user, scopes), **kwargs)
+            return result if isinstance(result, HttpResponseBase) else JsonResponse(result)
         except MlflowError as error:
             return error.response()
         except RegistryError as error:
@@ -251,9 +270,13 @@ def get_registered_model(call: Call) -> dict:
 
 
 def rename_registered_model(call: Call) -> dict:
-    _model(call.required("name"))
-    call.required("new_name")
-    raise invalid("Renaming a registered model is not supported by Modelgate.")
+    model = _model(call.required("name"))
+    try:
+        model = registered_models.rename_model(model, call.user, call.required("new_name"))
+    except Conflict as error:
+        code = RESOURCE_ALREADY_EXISTS if "model" in error.details else INVALID_STATE
+        raise MlflowError(code, error.message) from None
+    return {"registered_model": shapes.registered_model(model)}
 
 
 def update_registered_model(call: Call) -> dict:
@@ -353,12 +376,51 @@ def update_model_version(call: Call) -> dict:
     return {"model_version": shapes.model_version(version)}
 
 
+def create_model_version(call: Call) -> dict:
+    model = _model(call.required("name"))
+    fields = {"description": call.get("description") or "", "tags": _tags_dict(call.get("tags"))}
+    lineage = {"run_id": call.get("run_id"), "run_url": call.get("run_link")}
+    fields["lineage"] = {key: str(value) for key, value in lineage.items() if value}
+    version = artifacts.create_version_from_source(model, call.user, call.get("source"), fields)
+    return {"model_version": shapes.model_version(version, aliases=[])}
+
+
 def delete_model_version(call: Call) -> dict:
-    _version(call)
-    raise invalid(
-        "Modelgate does not delete versions: archive it through the Modelgate API "
-        "(POST /api/v1/models/<name>/versions/<n>/archive/) instead."
-    )
+    """Modelgate never deletes what a user stored: MLflow's delete archives the version."""
+    version = _version(call)
+    try:
+        versions.archive_version(version, call.user)
+    except Conflict as error:
+        raise invalid(error.message) from None
+    return {}
+
+
+def transition_model_version_stage(call: Call) -> dict:
+    """Stages are environments here: moving into one is a promotion request, reviewed."""
+    version = _version(call)
+    stage = call.required("stage")
+    if stage.lower() == "archived":
+        try:
+            version = versions.archive_version(version, call.user)
+        except Conflict as error:
+            raise invalid(error.message) from None
+    elif stage.lower() == "none":
+        if shapes.current_stage(version) != "None":
+            raise invalid(
+                "A version leaves an environment only when another version is promoted to it."
+            )
+    else:
+        environment = Environment.objects.filter(name__iexact=stage).first()
+        if environment is None:
+            names = ", ".join(Environment.objects.values_list("name", flat=True))
+            raise invalid(f"Unknown stage '{stage}': use None, Archived or one of: {names}.")
+        promotions.request_promotion(
+            version,
+            call.user,
+            environment.name,
+            comment="Requested with MLflow's transition_model_version_stage.",
+        )
+    return {"model_version": shapes.model_version(_version(call))}
 
 
 def search_model_versions(call: Call) -> dict:
@@ -499,6 +561,8 @@ registered_model_alias = endpoint(
         "GET": read(get_model_version_by_alias),
     }
 )
+model_version_create = endpoint({"POST": write(create_model_version)})
+model_version_transition = endpoint({"POST": write(transition_model_version_stage)})
 model_version_get = endpoint({"GET": read(get_model_version)})
 model_version_update = endpoint({"PATCH": write(update_model_version)})
 model_version_delete = endpoint({"DELETE": write(delete_model_version)})

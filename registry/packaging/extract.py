@@ -34,6 +34,12 @@ _MAX_REQUIREMENT_LENGTH = 1000
 _JSON_BUDGET = 100_000  # nodes copied out of a YAML document: YAML aliases can nest hugely
 
 MODEL_CARDS = ("README.md", "MODEL_CARD.md")
+# Monitoring files at the version's root, checked against their schemas by the caller.
+MONITORING_FILES = {
+    "baseline": "modelgate-baseline.json",
+    "explanations": "modelgate-explanations.json",
+}
+MONITORING_CAP = 8 * 1024 * 1024
 PICKLES = (".joblib", ".pkl", ".pickle")
 # A project name, then the end or what may follow a name (so URLs and VCS lines have none).
 _NAME = re.compile(r"([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:$|[\[<>=!~;@(,])")
@@ -191,11 +197,33 @@ def _guess_framework(files: list[FileRef], requirements: list[str]) -> str | Non
     return None
 
 
+def _monitoring(by_path: dict[str, FileRef], open_blob: OpenBlob, meta: dict) -> None:
+    """The parsed monitoring files; what cannot be read goes to meta["problems"]."""
+    for key, name in MONITORING_FILES.items():
+        ref = by_path.get(name)
+        if ref is None:
+            continue
+        data = _read(ref, open_blob, MONITORING_CAP)
+        if data is None:
+            meta.setdefault("problems", []).append(f"{name} is over {MONITORING_CAP} bytes.")
+            continue
+        try:
+            meta[key] = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+            meta.setdefault("problems", []).append(f"{name} is not valid JSON: {exc}")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
 def extract_metadata(files: list[FileRef], open_blob: OpenBlob) -> dict:
     """Return the metadata keys found among framework, signature, model_card, requirements,
-    mlflow and onnx. Blobs that cannot be opened raise; files that do not parse are skipped."""
+    mlflow, onnx, baseline and explanations (with "problems" for monitoring files that do
+    not parse). Blobs that cannot be opened raise; other files that do not parse are skipped."""
     by_path = {ref.path: ref for ref in files}
     meta: dict = {}
+    _monitoring(by_path, open_blob, meta)
 
     requirement_groups = [_requirements_of(by_path.get("requirements.txt"), open_blob)]
     mlmodel_ref = _shallowest(files, lambda path: posixpath.basename(path) == "MLmodel")

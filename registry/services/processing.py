@@ -12,10 +12,12 @@ import time
 from django.db import transaction
 
 from registry import packaging, scanner
+from registry.errors import InvalidInput
 from registry.models import ModelVersion
 from registry.storage import get_store
 
 from . import jobs
+from .monitoring import baseline as monitoring_baseline
 from .versions import mark_failed, mark_ready
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,8 @@ def _file_refs(version: ModelVersion) -> list[packaging.FileRef]:
     return [packaging.FileRef(f.path, f.size, f.sha256) for f in version.files.all()]
 
 
-def extract(version: ModelVersion) -> None:
+def extract(version: ModelVersion) -> list[str]:
+    """Read known files into the version's metadata; returns problems that fail it."""
     found = packaging.extract_metadata(_file_refs(version), get_store().open)
     updates = {"extracted": {k: found[k] for k in ("mlflow", "onnx") if k in found}}
     if found.get("framework") and not version.framework:
@@ -87,9 +90,24 @@ def extract(version: ModelVersion) -> None:
         updates["model_card"] = found["model_card"]
     if "requirements" in found:
         updates["requirements"] = found["requirements"]
+    # Monitoring files: checked against the same schemas as the API's; metadata sent with
+    # the version wins over a file.
+    problems = list(found.get("problems", []))
+    for field, clean in (
+        ("baseline", monitoring_baseline.clean_baseline),
+        ("explanations", monitoring_baseline.clean_explanations),
+    ):
+        if field in found and getattr(version, field) is None:
+            try:
+                updates[field] = clean(found[field], packaging.MONITORING_FILES[field])
+            except InvalidInput as exc:
+                problems.append(exc.message)
+    if problems:
+        return problems
     ModelVersion.objects.filter(pk=version.pk).update(**updates)
     for field, value in updates.items():
         setattr(version, field, value)
+    return []
 
 
 class _CountingWriter:
@@ -160,7 +178,11 @@ def process_version(version_id: int) -> None:
     _set_step(version, "scan", "done")
 
     _set_step(version, "extract", "running")
-    extract(version)
+    problems = extract(version)
+    if problems:
+        _set_step(version, "extract", "failed")
+        mark_failed(version, "Extract failed: " + "; ".join(problems))
+        return
     _set_step(version, "extract", "done")
 
     _set_step(version, "package", "running")

@@ -72,6 +72,37 @@ def update_model(model: RegisteredModel, user, **changes) -> RegisteredModel:
     return model
 
 
+def rename_model(model: RegisteredModel, user, new_name: str) -> RegisteredModel:
+    """A new name for the model; its versions, aliases and history move with it.
+
+    Refused while the model is live in an environment: deployments resolve it by name,
+    and a rename would silently cut them off. Past events keep the name they were written
+    under (the audit log is append-only); `model.renamed` links the two.
+    """
+    require(user, access.WRITE)
+    new_name = validation.model_name(new_name)
+    try:
+        with transaction.atomic():
+            model = for_update(RegisteredModel).get(pk=model.pk)
+            if new_name == model.name:
+                return model
+            live = live_environments(model)
+            if live:
+                raise Conflict(
+                    f"Model '{model.name}' is live in {', '.join(live)}; deployments resolve it "
+                    "by name, so it cannot be renamed.",
+                    {"environments": live},
+                )
+            if RegisteredModel.objects.filter(name=new_name).exists():
+                raise Conflict(f"Model '{new_name}' already exists.", {"model": new_name})
+            old_name, model.name = model.name, new_name
+            model.save()
+            record_event("model.renamed", user, model=model, data={"from": old_name})
+    except IntegrityError:  # a concurrent create or rename took the name
+        raise Conflict(f"Model '{new_name}' already exists.", {"model": new_name}) from None
+    return model
+
+
 def delete_model(model: RegisteredModel, user) -> None:
     if not access.is_admin(user):
         raise PermissionDenied("Only an administrator may delete a model.")

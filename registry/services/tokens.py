@@ -12,11 +12,13 @@ from django.utils import timezone
 from registry.errors import InvalidInput, NotFound, PermissionDenied
 from registry.models import ApiToken
 
-from . import access
+from . import access, validation
 from .events import record_event
+from .registered_models import get_model
 
 PREFIX = "mgt"
 DEFAULT_DAYS = 90
+INGEST = "ingest"  # write prediction records and feedback for one model, nothing else
 
 
 def _hash(secret: str) -> str:
@@ -24,10 +26,36 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _ingest_binding(user, scopes: list[str], model, environment) -> tuple:
+    """(model, environment) of an ingest token: the `ingest` scope alone, one model, made by
+    someone who may write to models."""
+    if set(scopes) != {INGEST}:
+        raise InvalidInput(
+            "An ingest token has the scope 'ingest' alone; 'model' and 'environment' bind "
+            "ingest tokens only.",
+            {"allowed": [INGEST]},
+        )
+    if access.WRITE not in access.role_scopes(user):
+        raise PermissionDenied("Only contributors may create ingest tokens.")
+    if model is None:
+        raise InvalidInput("An ingest token needs the 'model' it writes records for.")
+    found = get_model(validation.model_name(model))
+    if environment is not None:
+        environment = validation.alias_name(environment, "Environment")
+    return found, environment or ""
+
+
 def create_token(
-    user, name: str, scopes: list[str] | None = None, expires_in_days: int | None = None
+    user,
+    name: str,
+    scopes: list[str] | None = None,
+    expires_in_days: int | None = None,
+    model: str | None = None,
+    environment: str | None = None,
 ) -> tuple[ApiToken, str]:
-    """Returns the token and its secret; the secret is not kept and cannot be shown again."""
+    """Returns the token and its secret; the secret is not kept and cannot be shown again.
+
+    With `scopes=["ingest"]` the token is bound to `model` (and `environment`, if given)."""
     granted = access.role_scopes(user)
     if not granted:
         raise PermissionDenied("Inactive users cannot create tokens.")
@@ -39,16 +67,22 @@ def create_token(
         raise InvalidInput(
             "'scopes' must be a non-empty list.", {"allowed": list(access.ALL_SCOPES)}
         )
-    unknown = set(scopes) - set(access.ALL_SCOPES)
-    if unknown:
-        raise InvalidInput(
-            f"Unknown scopes: {', '.join(sorted(unknown))}.", {"allowed": list(access.ALL_SCOPES)}
-        )
-    beyond = set(scopes) - granted
-    if beyond:
-        raise PermissionDenied(
-            f"Your role does not grant: {', '.join(sorted(beyond))}.", {"granted": sorted(granted)}
-        )
+    bound_model, bound_environment = None, ""
+    if INGEST in scopes or model is not None or environment is not None:
+        bound_model, bound_environment = _ingest_binding(user, scopes, model, environment)
+    else:
+        unknown = set(scopes) - set(access.ALL_SCOPES)
+        if unknown:
+            raise InvalidInput(
+                f"Unknown scopes: {', '.join(sorted(unknown))}.",
+                {"allowed": [*access.ALL_SCOPES, INGEST]},
+            )
+        beyond = set(scopes) - granted
+        if beyond:
+            raise PermissionDenied(
+                f"Your role does not grant: {', '.join(sorted(beyond))}.",
+                {"granted": sorted(granted)},
+            )
     max_days = settings.MODELGATE_TOKEN_MAX_DAYS
     days = DEFAULT_DAYS if expires_in_days is None else expires_in_days
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= max_days:
@@ -62,12 +96,13 @@ def create_token(
             secret_hash=_hash(secret),
             scopes=sorted(set(scopes)),
             expires_at=timezone.now() + timedelta(days=days),
+            model=bound_model,
+            environment=bound_environment,
         )
-        record_event(
-            "token.created",
-            user,
-            data={"token_id": token.pk, "name": token.name, "scopes": token.scopes},
-        )
+        data = {"token_id": token.pk, "name": token.name, "scopes": token.scopes}
+        if bound_model is not None:
+            data.update(model=bound_model.name, environment=bound_environment)
+        record_event("token.created", user, model=bound_model, data=data)
     return token, f"{PREFIX}_{key_id}_{secret}"
 
 

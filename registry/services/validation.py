@@ -11,7 +11,7 @@ MAX_ENTRIES = 1000
 MAX_KEY = 250
 MAX_VALUE = 5000
 MAX_TEXT = 100_000
-LINEAGE_KEYS = {"code_commit", "dataset", "run_url", "run_id", "parent_version"}
+LINEAGE_KEYS = {"code_commit", "dataset", "run_url", "run_id", "parent_version", "source"}
 _KEY = re.compile(r"^[A-Za-z0-9_.\-/: ]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -16,10 +16,12 @@ from . import access, validation
 from .environments import is_protected
 from .events import record_event
 from .locking import for_update
+from .monitoring import baseline as monitoring_baseline
 from .registered_models import require
 
 State = ModelVersion.State
 METADATA_FIELDS = {"description", "metrics", "params", "tags", "lineage"}
+METADATA_FIELDS |= {"baseline", "explanations"}  # monitoring, see services.monitoring.baseline
 
 
 def resolve_version(model: RegisteredModel, ref: str | int) -> ModelVersion:
@@ -60,6 +62,8 @@ def _clean_metadata(data: dict[str, Any]) -> dict[str, Any]:
         "params": validation.string_map(data.get("params"), "params"),
         "tags": validation.string_map(data.get("tags"), "tags"),
         "lineage": validation.lineage(data.get("lineage")),
+        "baseline": monitoring_baseline.clean_baseline(data.get("baseline")),
+        "explanations": monitoring_baseline.clean_explanations(data.get("explanations")),
     }
 
 

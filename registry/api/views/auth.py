@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from registry.errors import InvalidInput, RegistryError
+from registry.errors import InvalidInput, PermissionDenied, RegistryError
 from registry.models import ApiToken
 from registry.services import access, tokens
 
@@ -48,6 +48,7 @@ class TokenList(APIView):
     def post(self, request):
         data = json_object(request)
         unknown = set(data) - {"username", "password", "name", "scopes", "expires_in_days"}
+        unknown -= {"model", "environment"}  # they bind an ingest token
         if unknown:
             raise InvalidInput(f"Unknown fields: {', '.join(sorted(unknown))}.")
         user = request.user if request.user and request.user.is_authenticated else None
@@ -60,11 +61,20 @@ class TokenList(APIView):
                 raise NotAuthenticated("Wrong username or password.")
         elif user is None:
             raise NotAuthenticated("Send a username and password, or sign in.")
+        elif getattr(request.auth, "model_id", None):
+            raise PermissionDenied(
+                "An ingest token can only write prediction records and feedback."
+            )
         elif request.auth is not None and access.ADMIN not in request_scopes(request):
             # A token may not mint a broader or longer-lived token of itself.
             raise NotAuthenticated("Create tokens with your username and password or a session.")
         token, secret = tokens.create_token(
-            user, data.get("name"), data.get("scopes"), data.get("expires_in_days")
+            user,
+            data.get("name"),
+            data.get("scopes"),
+            data.get("expires_in_days"),
+            model=data.get("model"),
+            environment=data.get("environment"),
         )
         body = TokenCreatedSerializer(token, context={"secret": secret}).data
         return Response(body, status=status.HTTP_201_CREATED)

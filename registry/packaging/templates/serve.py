@@ -1,21 +1,42 @@
 """Serve the model packaged next to this file: GET /health and POST /predict, JSON in and out.
 
-Standard library only, plus the model's framework (scikit-learn or onnxruntime). Run it with
+Standard library only, plus the model's framework (scikit-learn or onnxruntime), and
+prometheus_client for GET /metrics when it is installed. Run it with
 `python serve.py [--host HOST] [--port PORT]`; HOST and PORT env vars set the defaults.
+
+Capture: with MODELGATE_URL and MODELGATE_INGEST_TOKEN set, every prediction (or the share
+MODELGATE_CAPTURE_RATE) is sent to the registry's /api/v1/monitoring/predictions/ by a
+background thread, through a bounded on-disk spool that keeps records while the registry is
+unreachable. Other settings: MODELGATE_ENVIRONMENT, MODELGATE_SPOOL_DIR,
+MODELGATE_SPOOL_MAX_RECORDS, MODELGATE_CAPTURE_BATCH, MODELGATE_CAPTURE_INTERVAL (seconds),
+MODELGATE_CAPTURE_RETRY_MAX (seconds).
 """
 
 import argparse
+import collections
 import json
+import math
 import os
 import pickle
+import random
 import re
 import signal
 import sys
+import tempfile
+import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
 import uuid
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+try:
+    import prometheus_client
+except ImportError:  # /metrics then answers 501; serving works the same
+    prometheus_client = None
 
 HERE = Path(__file__).resolve().parent
 MODEL_DIR = HERE / "model"
@@ -128,6 +149,338 @@ def predict_onnx(session, rows, columns):
 FRAMEWORKS = {"sklearn": (load_sklearn, predict_sklearn), "onnx": (load_onnx, predict_onnx)}
 
 
+# --- metrics -------------------------------------------------------------------------
+
+
+class Metrics:
+    """Prometheus metrics for GET /metrics; does nothing without prometheus_client."""
+
+    def __init__(self):
+        self.registry = None
+        if prometheus_client is None:
+            return
+        pc = prometheus_client
+        self.registry = pc.CollectorRegistry()
+        pc.ProcessCollector(registry=self.registry)
+        self.requests = pc.Counter(
+            "modelgate_serve_requests",
+            "Requests answered.",
+            ["path", "status"],
+            registry=self.registry,
+        )
+        self.errors = pc.Counter(
+            "modelgate_serve_errors",
+            "Requests answered with a 4xx or 5xx.",
+            ["path", "status"],
+            registry=self.registry,
+        )
+        self.latency = pc.Histogram(
+            "modelgate_serve_request_duration_seconds",
+            "Time to answer a request.",
+            ["path"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.queue = pc.Gauge(
+            "modelgate_capture_queue_depth",
+            "Captured records not yet accepted by the registry (in memory and spooled).",
+            registry=self.registry,
+        )
+        self.sent = pc.Counter(
+            "modelgate_capture_sent_records",
+            "Captured records the registry accepted.",
+            registry=self.registry,
+        )
+        self.dropped = pc.Counter(
+            "modelgate_capture_dropped_records",
+            "Captured records dropped: queue or spool full, or refused by the registry.",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def observe(self, path, status, seconds):
+        if self.registry is None:
+            return
+        path = path if path in ("/predict", "/health") else "other"
+        self.requests.labels(path, str(status)).inc()
+        if status >= 400:
+            self.errors.labels(path, str(status)).inc()
+        self.latency.labels(path).observe(seconds)
+
+    def drop(self, reason, count):
+        if self.registry is not None and count:
+            self.dropped.labels(reason).inc(count)
+
+    def count_sent(self, count):
+        if self.registry is not None:
+            self.sent.inc(count)
+
+    def render(self):
+        """(status, content type, body) for GET /metrics."""
+        if self.registry is None:
+            body = b'{"error": "prometheus_client is not installed"}'
+            return 501, "application/json", body
+        return (
+            200,
+            prometheus_client.CONTENT_TYPE_LATEST,
+            prometheus_client.generate_latest(self.registry),
+        )
+
+
+# --- capture -------------------------------------------------------------------------
+
+
+def plain(value):
+    """JSON the registry accepts: numpy values as Python ones, non-finite numbers as null."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+SKIP = object()
+
+
+def feature_value(value):
+    """A scalar feature for drift, or SKIP to leave it out (a nested tensor, say)."""
+    value = plain(value)
+    if isinstance(value, str):
+        return value[:1000].replace("\x00", "")
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return SKIP
+
+
+def positional_names(model, width):
+    """Names for the columns of {"instances": [[...]]}: the model's, the signature's, or
+    their positions ("0", "1", ...), which the baseline's `columns` maps to names."""
+    names = [str(n) for n in getattr(model, "feature_names_in_", [])]
+    if len(names) != width:
+        signature = (MANIFEST.get("signature") or {}).get("inputs") or []
+        names = [str(item.get("name", "")) for item in signature if isinstance(item, dict)]
+    if len(names) != width or not all(names):
+        names = [str(index) for index in range(width)]
+    return names
+
+
+class Spool:
+    """Batches on disk, oldest first, holding at most `limit` records; a full spool drops
+    its oldest batches. Only the capture thread uses it."""
+
+    def __init__(self, folder, limit):
+        self.folder, self.limit = Path(folder), limit
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.sizes = {}
+        for path in sorted(self.folder.glob("*.jsonl")):
+            self.sizes[path] = sum(1 for line in path.open("rb") if line.strip())
+        self.next = 1 + max((int(p.stem) for p in self.sizes), default=0)
+
+    @property
+    def records(self):
+        return sum(self.sizes.values())
+
+    def add(self, records):
+        """Append one batch; returns how many of the oldest records were dropped for it."""
+        dropped = max(0, len(records) - self.limit)
+        records = records[dropped:]
+        excess = self.records + len(records) - self.limit
+        while excess > 0 and self.sizes:
+            oldest = min(self.sizes)
+            if self.sizes[oldest] <= excess:
+                excess -= self.sizes[oldest]
+                dropped += self.sizes.pop(oldest)
+                oldest.unlink(missing_ok=True)
+            else:  # keep the newer part of the oldest batch
+                lines = oldest.read_text("utf-8").splitlines(keepends=True)
+                self._write(oldest, lines[excess:])
+                self.sizes[oldest] -= excess
+                dropped, excess = dropped + excess, 0
+        if records:
+            path = self.folder / f"{self.next:016d}.jsonl"
+            self.next += 1
+            self._write(path, [json.dumps(r, separators=(",", ":")) + "\n" for r in records])
+            self.sizes[path] = len(records)
+        return dropped
+
+    @staticmethod
+    def _write(path, lines):
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text("".join(lines), "utf-8")
+        temporary.replace(path)  # a batch appears whole or not at all
+
+    def oldest(self):
+        if not self.sizes:
+            return None, []
+        path = min(self.sizes)
+        lines = path.read_text("utf-8").splitlines()
+        return path, [json.loads(line) for line in lines if line.strip()]
+
+    def remove(self, path):
+        self.sizes.pop(path, None)
+        path.unlink(missing_ok=True)
+
+
+class Capture:
+    """Records predictions on the request path (an append to a deque) and ships them from
+    a background thread: memory -> spool files -> POST, oldest first, retried with backoff.
+    The registry ignores records it already has (same request id and time), so a batch
+    re-sent after a lost answer is stored once."""
+
+    MAX_PENDING = 10_000  # requests held in memory before the thread spools them
+
+    def __init__(self, url, token, metrics, model):
+        env = os.environ
+        if not url.startswith(("http://", "https://")):
+            sys.exit(f"serve.py: MODELGATE_URL must be an http(s) URL, not {url!r}")
+        self.endpoint = url.rstrip("/") + "/api/v1/monitoring/predictions/"
+        self.token, self.metrics, self.model = token, metrics, model
+        self.environment = env.get("MODELGATE_ENVIRONMENT") or None
+        self.rate = float(env.get("MODELGATE_CAPTURE_RATE", "1"))
+        self.batch = max(1, int(env.get("MODELGATE_CAPTURE_BATCH", "500")))
+        self.interval = float(env.get("MODELGATE_CAPTURE_INTERVAL", "1"))
+        self.retry_max = float(env.get("MODELGATE_CAPTURE_RETRY_MAX", "30"))
+        default_dir = Path(tempfile.gettempdir()) / (
+            f"modelgate-spool-{IDENTITY['model']}-{IDENTITY['version']}"
+        )
+        self.spool = Spool(
+            env.get("MODELGATE_SPOOL_DIR") or default_dir,
+            int(env.get("MODELGATE_SPOOL_MAX_RECORDS", "100000")),
+        )
+        self.pending = collections.deque()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = False
+        self.retry_at, self.delay = 0.0, 0.0
+        if metrics.registry is not None:
+            metrics.queue.set_function(lambda: len(self.pending) + self.spool.records)
+        self.thread = threading.Thread(target=self.run, name="modelgate-capture", daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def record(self, request_id, at, body, status, answer, latency_ms):
+        """Called on the request path: keep it cheap, the thread does the rest."""
+        if self.rate < 1 and random.random() >= self.rate:
+            return
+        with self.lock:
+            if len(self.pending) >= self.MAX_PENDING:
+                self.pending.popleft()
+                self.metrics.drop("queue_full", 1)
+            self.pending.append((request_id, at, body, status, answer, latency_ms))
+            full = len(self.pending) >= self.batch
+        if full:
+            self.wake.set()
+
+    def run(self):
+        while not self.stopping:
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            try:
+                self.spool_pending()
+                self.send()
+            except Exception:  # never let the capture thread die: log and go on
+                traceback.print_exc()
+
+    def stop(self, timeout=5.0):
+        """Spool what is still in memory (nothing captured is lost on a clean stop) and
+        try once more to send it."""
+        self.stopping = True
+        self.wake.set()
+        self.thread.join(timeout)
+        self.spool_pending()
+        self.retry_at = 0.0
+        self.send(deadline=time.monotonic() + timeout)
+
+    def spool_pending(self):
+        with self.lock:
+            taken = list(self.pending)
+            self.pending.clear()
+        records = [r for entry in taken for r in self.to_records(*entry)]
+        for start in range(0, len(records), self.batch):
+            self.metrics.drop("spool_full", self.spool.add(records[start : start + self.batch]))
+
+    def to_records(self, request_id, at, body, status, answer, latency_ms):
+        base = {**IDENTITY, "at": at, "latency_ms": round(latency_ms, 3)}
+        if self.environment:
+            base["environment"] = self.environment
+        error = None if status == 200 else str((answer or {}).get("error") or f"HTTP {status}")
+        try:
+            rows, columns = parse_body(body)
+        except BadRequest:
+            return [{**base, "request_id": request_id, "inputs": {}, "outputs": {}, "error": error}]
+        names = list(columns) if columns else positional_names(self.model, len(rows[0]))
+        predictions = plain(answer.get("predictions")) if error is None else None
+        probabilities = plain(answer.get("probabilities")) if error is None else None
+        records = []
+        for index, row in enumerate(rows):
+            values = row if isinstance(row, list | tuple) else [row]
+            inputs = {name: feature_value(v) for name, v in zip(names, values, strict=False)}
+            outputs = {}
+            if isinstance(predictions, list) and index < len(predictions):
+                outputs["prediction"] = predictions[index]
+            if isinstance(probabilities, list) and index < len(probabilities):
+                outputs["probabilities"] = probabilities[index]
+            records.append(
+                {
+                    **base,
+                    # One record per row; the ids of a multi-row request are "<id>:<row>".
+                    "request_id": request_id if len(rows) == 1 else f"{request_id}:{index}",
+                    "inputs": {k: v for k, v in inputs.items() if v is not SKIP},
+                    "outputs": outputs,
+                    "error": error,
+                }
+            )
+        return records
+
+    def send(self, deadline=None):
+        while time.monotonic() >= self.retry_at:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            path, records = self.spool.oldest()
+            if path is None:
+                return
+            status = self.post(records)
+            if status == 202:
+                self.spool.remove(path)
+                self.metrics.count_sent(len(records))
+                self.delay = 0.0
+            elif status in (400, 413):  # this batch will never be accepted: drop it
+                self.spool.remove(path)
+                self.metrics.drop("refused", len(records))
+            else:  # registry away, overloaded or misconfigured: keep it, retry later
+                self.delay = min(max(self.delay * 2, 0.5), self.retry_max)
+                self.retry_at = time.monotonic() + self.delay
+                return
+
+    def post(self, records):
+        body = json.dumps({"records": records}, separators=(",", ":")).encode()
+        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in __init__
+            self.endpoint,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.token}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return response.status
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:500].decode("utf-8", "replace")
+            sys.stderr.write(f"capture: the registry answered {exc.code}: {detail}\n")
+            return exc.code
+        except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS
+            sys.stderr.write(f"capture: the registry is unreachable ({exc}); will retry\n")
+            return None
+
+
 def handle(method, path, body, model, predict):
     """Answer one request: (HTTP status, JSON-able body)."""
     routes = {"/health": "GET", "/predict": "POST"}
@@ -169,24 +522,34 @@ class Handler(BaseHTTPRequestHandler):
 
     def respond(self, body=b"", error=None):
         started = time.monotonic()
+        at = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")  # noqa: UP017
         incoming = self.headers.get("X-Request-Id", "")
         request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         path = self.path.split("?", 1)[0]
+        metrics, capture = self.server.metrics, self.server.capture
+        content_type, answer = "application/json", None
         try:
-            status, answer = error or handle(self.command, path, body, *self.server.model)
-            data = json.dumps(answer, default=to_json).encode()
+            if path == "/metrics" and self.command == "GET" and not error:
+                status, content_type, data = metrics.render()
+            else:
+                status, answer = error or handle(self.command, path, body, *self.server.model)
+                data = json.dumps(answer, default=to_json).encode()
         except Exception as exc:
             traceback.print_exc()
-            status, data = 500, json.dumps({"error": f"internal error ({type(exc).__name__})"})
-            data = data.encode()
+            answer = {"error": f"internal error ({type(exc).__name__})"}
+            status, data = 500, json.dumps(answer).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-Request-Id", request_id)
         self.end_headers()
         self.wfile.write(data)
-        elapsed = (time.monotonic() - started) * 1000
-        sys.stderr.write(f"{self.command} {path} {status} {elapsed:.1f}ms id={request_id}\n")
+        seconds = time.monotonic() - started
+        if path != "/metrics":
+            metrics.observe(path, status, seconds)
+        if capture is not None and path == "/predict" and self.command == "POST":
+            capture.record(request_id, at, body, status, answer, seconds * 1000)
+        sys.stderr.write(f"{self.command} {path} {status} {seconds * 1000:.1f}ms id={request_id}\n")
 
     def log_request(self, code="-", size="-"):
         """respond() logs each request once, with its id and duration."""
@@ -205,6 +568,15 @@ def main():
     model = load()  # before listening, so /health only answers once the model is ready
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.model = (model, predict)
+    server.metrics = Metrics()
+    server.capture = None
+    url, token = os.environ.get("MODELGATE_URL"), os.environ.get("MODELGATE_INGEST_TOKEN")
+    if url and token:
+        server.capture = Capture(url, token, server.metrics, model).start()
+        sys.stderr.write(
+            f"capturing predictions to {url} (rate {server.capture.rate}, "
+            f"spool {server.capture.spool.folder})\n"
+        )
     # As PID 1 in a container, SIGTERM is ignored unless handled: docker stop would hang.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sys.stderr.write(f"serving {framework} model {IDENTITY} on {args.host}:{args.port}\n")
@@ -212,6 +584,8 @@ def main():
         server.serve_forever()
     finally:
         server.server_close()
+        if server.capture is not None:
+            server.capture.stop()
 
 
 if __name__ == "__main__":

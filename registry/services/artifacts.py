@@ -1,0 +1,261 @@
+"""MLflow's artifact area: files uploaded before they become a version, and versions' files.
+
+Artifact paths are a namespace of the blob store, never of a file system:
+- `modelgate/<model>/<version>/<file>` is every version's files, read-only;
+- anything else is an `ArtifactFile` that a client uploaded (write-once: the same bytes
+  again are accepted, other bytes under the same path are refused).
+
+`resolve_source` turns a `create_model_version` source into blobs that are already in the
+store; anything that could name a server path or another host is refused before any read.
+"""
+
+import posixpath
+from dataclasses import dataclass
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from registry.models import ArtifactFile, ModelVersion, RegisteredModel
+from registry.storage import BlobInfo, get_store, validate_file_path
+
+from . import access, versions
+from .events import record_event
+from .registered_models import require
+
+VERSIONS_ROOT = "modelgate"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a listing: a name directly under the listed folder."""
+
+    name: str
+    is_dir: bool
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Blob:
+    path: str
+    sha256: str
+    size: int
+
+
+def clean_path(path: str, *, root_ok: bool = False) -> str:
+    path = (path or "").strip("/")
+    if not path:
+        if root_ok:
+            return ""
+        raise InvalidInput("An artifact path is required.", {"path": path})
+    return validate_file_path(path)
+
+
+# --- version files, seen as artifacts ---------------------------------------------------
+
+
+def _version_at(path: str) -> tuple[ModelVersion, str] | None:
+    """(version, path inside it) for `modelgate/<model>/<n>[/...]`, None for other paths."""
+    parts = path.split("/")
+    if parts[0] != VERSIONS_ROOT or len(parts) < 3:
+        return None
+    name, number, rest = parts[1], parts[2], "/".join(parts[3:])
+    if not number.isdigit():
+        raise NotFound(f"No artifacts at '{path}'.", {"path": path})
+    version = (
+        ModelVersion.objects.filter(model__name=name, number=int(number))
+        .select_related("model")
+        .first()
+    )
+    if version is None:
+        raise NotFound(f"Version {number} of model '{name}' does not exist.", {"path": path})
+    return version, rest
+
+
+def _version_blobs(version: ModelVersion) -> list[Blob]:
+    files = version.files.filter(complete=True).order_by("path")
+    return [Blob(f.path, f.sha256, f.size) for f in files]
+
+
+def _staged_blobs(prefix: str) -> list[Blob]:
+    files = ArtifactFile.objects.filter(path__startswith=f"{prefix}/" if prefix else "")
+    return [Blob(f.path, f.sha256, f.size) for f in files.order_by("path")]
+
+
+def _staged_file(path: str) -> list[Blob]:
+    return [Blob(f.path, f.sha256, f.size) for f in ArtifactFile.objects.filter(path=path)]
+
+
+def _under(blobs: list[Blob], prefix: str) -> list[Blob]:
+    if not prefix:
+        return blobs
+    return [b for b in blobs if b.path == prefix or b.path.startswith(f"{prefix}/")]
+
+
+def _listing(blobs: list[Blob], folder: str) -> list[Entry]:
+    """Entries directly under `folder` (paths in `blobs` relative to the same root)."""
+    entries: dict[str, Entry] = {}
+    start = len(folder) + 1 if folder else 0
+    for blob in blobs:
+        if folder and not blob.path.startswith(f"{folder}/"):
+            continue
+        head, sep, _ = blob.path[start:].partition("/")
+        entries[head] = Entry(head, True) if sep else Entry(head, False, blob.size)
+    return sorted(entries.values(), key=lambda e: e.name)
+
+
+def list_artifacts(path: str) -> list[Entry]:
+    """What is directly under `path`; [] for a file or a folder that holds nothing."""
+    path = clean_path(path, root_ok=True)
+    in_versions_root = path.startswith(f"{VERSIONS_ROOT}/") and path.count("/") == 1
+    if path in ("", VERSIONS_ROOT) or in_versions_root:
+        return _root_listing(path)
+    found = _version_at(path)
+    if found:
+        version, inside = found
+        return _listing(_version_blobs(version), inside)
+    return _listing(_staged_blobs(path), path)
+
+
+def _root_listing(path: str) -> list[Entry]:
+    if path == "":
+        staged = _listing(_staged_blobs(""), "")
+        return sorted([Entry(VERSIONS_ROOT, True), *staged], key=lambda e: e.name)
+    if path == VERSIONS_ROOT:
+        names = RegisteredModel.objects.order_by("name").values_list("name", flat=True)
+        return [Entry(name, True) for name in names]
+    numbers = ModelVersion.objects.filter(model__name=path.split("/")[1]).order_by("number")
+    return [Entry(str(n), True) for n in numbers.values_list("number", flat=True)]
+
+
+def find_file(path: str) -> Blob:
+    """The blob behind one artifact file, or NotFound."""
+    path = clean_path(path)
+    found = _version_at(path)
+    if found:
+        version, inside = found
+        file = version.files.filter(path=inside, complete=True).first()
+        if file is not None:
+            return Blob(posixpath.basename(file.path), file.sha256, file.size)
+    else:
+        staged = ArtifactFile.objects.filter(path=path).first()
+        if staged is not None:
+            return Blob(posixpath.basename(staged.path), staged.sha256, staged.size)
+    raise NotFound(f"Artifact '{path}' does not exist.", {"path": path})
+
+
+def upload_artifact(user, path: str, stream: BinaryIO) -> ArtifactFile:
+    """Store one file at `path`, streamed and hashed; the same bytes twice is a no-op."""
+    require(user, access.WRITE)
+    path = clean_path(path)
+    if path == VERSIONS_ROOT or path.startswith(f"{VERSIONS_ROOT}/"):
+        raise PermissionDenied(
+            f"'{VERSIONS_ROOT}/' holds registered versions and is read-only.", {"path": path}
+        )
+    info = get_store().put(stream, max_size=settings.MODELGATE_MAX_FILE_SIZE)
+    try:
+        with transaction.atomic():
+            _refuse_file_dir_clash(path)
+            artifact = ArtifactFile.objects.create(
+                path=path, size=info.size, sha256=info.sha256, created_by=user
+            )
+            record_event(
+                "artifact.uploaded",
+                user,
+                data={"path": path, "size": info.size, "sha256": info.sha256},
+            )
+            return artifact
+    except IntegrityError:
+        existing = ArtifactFile.objects.get(path=path)
+        if existing.sha256 == info.sha256:
+            return existing  # a retried upload of the same bytes
+        raise Conflict(
+            f"Artifact '{path}' already exists with other content; artifacts are write-once.",
+            {"path": path, "sha256": existing.sha256},
+        ) from None
+
+
+def _refuse_file_dir_clash(path: str) -> None:
+    parents = ["/".join(path.split("/")[:depth]) for depth in range(1, path.count("/") + 1)]
+    if ArtifactFile.objects.filter(path__in=parents).exists() or (
+        ArtifactFile.objects.filter(path__startswith=f"{path}/").exists()
+    ):
+        raise Conflict(f"'{path}' would be both a file and a folder.", {"path": path})
+
+
+# --- create_model_version sources -------------------------------------------------------
+
+
+def resolve_source(source: object) -> list[tuple[str, BlobInfo]]:
+    """(path in the new version, blob) for every file a source names, all already stored.
+
+    Accepted: `mlflow-artifacts:/<folder or file>` uploaded here, `mlflow-artifacts:/modelgate/
+    <model>/<n>` and `models:/<model>/<n>` (an existing version's files). Refused before any
+    lookup: other schemes (file:, http:, s3:, runs: ...), bare paths, hosts, `.`/`..`
+    segments, queries and fragments.
+    """
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidInput("'source' is required.", {"source": source})
+    if "?" in source or "#" in source:
+        raise InvalidInput("'source' may not carry a query or a fragment.", {"source": source})
+    parts = urlsplit(source)
+    if parts.scheme == "models":
+        path = _source_path(source, parts)
+        name, sep, number = path.rpartition("/")
+        if not sep or not number.isdigit():
+            raise InvalidInput(
+                "A models: source must be 'models:/<model>/<version number>'.", {"source": source}
+            )
+        path = f"{VERSIONS_ROOT}/{name}/{number}"
+    elif parts.scheme == "mlflow-artifacts":
+        path = _source_path(source, parts)
+    else:
+        raise InvalidInput(
+            "'source' must be an mlflow-artifacts:/ folder uploaded to this server or "
+            "models:/<model>/<version>; server paths and other URLs are never read.",
+            {"source": source},
+        )
+    found = _version_at(path)
+    if found:
+        version, prefix = found
+        blobs = _under(_version_blobs(version), prefix)
+    else:
+        prefix = path
+        blobs = _staged_blobs(path) or _staged_file(path)
+    if not blobs:
+        raise InvalidInput(f"No artifacts were uploaded under '{source}'.", {"source": source})
+    store = get_store()
+    missing = [b.path for b in blobs if not store.exists(b.sha256)]
+    if missing:
+        raise Conflict(f"Stored bytes are missing for {missing[0]!r}.", {"missing": missing})
+    return [(_relative(b.path, prefix), BlobInfo(b.sha256, b.size)) for b in blobs]
+
+
+def _relative(path: str, prefix: str) -> str:
+    if path == prefix:  # the source named one file: it becomes the version's only file
+        return posixpath.basename(path)
+    return path[len(prefix) + 1 :] if prefix else path
+
+
+def _source_path(source: str, parts) -> str:
+    if parts.netloc:
+        raise InvalidInput(
+            "'source' may not name a host: use mlflow-artifacts:/<path> on this server.",
+            {"source": source},
+        )
+    try:
+        return clean_path(parts.path)
+    except InvalidInput as error:
+        raise InvalidInput(f"Invalid 'source': {error.message}", {"source": source}) from None
+
+
+def create_version_from_source(
+    model: RegisteredModel, user, source: str, fields: dict
+) -> ModelVersion:
+    """A new version of `model` holding the files `source` names (no bytes are copied)."""
+    require(user, access.WRITE)
+    blobs = resolve_source(source)
+    lineage = {**fields.pop("lineage", {}), "source": source}
+    return versions.create_version_from_blobs(model, user, {**fields, "lineage": lineage}, blobs)
