@@ -60,8 +60,20 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# SIZE=small for a quick run; the issue's sizes (1 and 4 GiB, 1,000,000 versions) by default.
+SIZE ?= full
 bench: $(STAMP)
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/run.py --preset $(SIZE) $(BENCH_ARGS)
+
+.PHONY: fuzz soak
+# schemathesis against /api/v1/schema/ of a fresh local server (FUZZ_ARGS="--max-examples 20").
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py $(FUZZ_ARGS)
+
+# MINUTES of mixed load while a worker is killed and restarted twice, then the invariants.
+MINUTES ?= 10
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --minutes $(MINUTES) $(SOAK_ARGS)
 
 clean:
 	rm -rf var/test .pytest_cache

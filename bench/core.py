@@ -79,9 +79,30 @@ class Row:
 
 @dataclass(frozen=True)
 class Options:
-    size: int
+    sizes: tuple[int, ...]  # large-file sizes, each uploaded and downloaded
     chunk_size: int
     keep: bool
+    api_seconds: float = 5.0  # per (operation, concurrency, connection mode)
+    api_max_requests: int = 5000
+    api_models: int = 100
+    api_versions: int = 100  # per model
+    api_big_versions: int = 1_000_000  # Modelgate alone, in total
+    mlflow_backends: tuple[str, ...] = ("sqlite", "postgres")
+    compare_mlflow: bool = True
+
+
+# `--preset small` for a quick run while others share the machine; `full` is the issue's.
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {
+        "sizes": (64 * MiB,),
+        "api_seconds": 1.5,
+        "api_max_requests": 400,
+        "api_models": 10,
+        "api_versions": 100,
+        "api_big_versions": 100_000,
+    },
+    "full": {"sizes": (1024 * MiB, 4096 * MiB)},
+}
 
 
 class Context:

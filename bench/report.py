@@ -90,3 +90,112 @@ def write_results(data: dict[str, Any], stamp: str) -> Path:
     _write_json(path, data)
     _write_json(RESULTS_DIR / "latest.json", data)
     return path
+
+
+# --- The side-by-side API table ---------------------------------------------------------
+API_FOOTNOTES = """\
+ops/s = requests / wall time with that many client threads; p50/p99 of each request's
+latency in ms (a fresh connection's includes its TCP connect). ratio = Modelgate ops/s /
+MLflow ops/s on the same row. Targets (issue 6): resolve alias and get version >= 3x
+MLflow's ops/s at concurrency 8 with p99 < 25 ms; list/search p50 < 50 ms at 1,000,000
+versions. MLflow's versions have no metrics, so "search by metric" is Modelgate's alone."""
+
+RESOLVE_OPS = {"resolve alias → version", "get version"}
+LIST_OPS = {"list versions (first page)", "search versions by tag", "search versions by metric"}
+
+
+def _target(op: str, d: dict[str, Any], ratios: list[float], big: bool) -> str:
+    if op in RESOLVE_OPS and d["concurrency"] == 8 and not big:
+        missed = [f"{r:.1f}x" for r in ratios if r < 3]
+        if d["p99_ms"] >= 25:
+            missed.append(f"p99 {d['p99_ms']:.0f} ms")
+        return "MISSED " + ", ".join(missed) if missed else "met"
+    if op in LIST_OPS and big:
+        return "met" if d["p50_ms"] < 50 else f"MISSED p50 {d['p50_ms']:.0f} ms"
+    return ""
+
+
+def comparison_lines(rows: Sequence[Row]) -> list[list[str]]:
+    systems = list(dict.fromkeys(r.details["system"] for r in rows))
+    peers = [s for s in systems if s != "modelgate"]
+    cells: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        d = row.details
+        key = (d["scale"], row.operation, d["concurrency"], d["connection"])
+        cells.setdefault(key, {})[d["system"]] = d
+    header = ["operation", "versions", "c", "connection", "Modelgate ops/s", "p50", "p99"]
+    for peer in peers:
+        header += [f"{peer} ops/s", "p50", "p99", "ratio"]
+    header.append("target")
+    lines = [header]
+    biggest = max((key[0] for key in cells), key=lambda s: int(s.split()[0].replace(",", "")))
+    for (scale, op, concurrency, mode), by_system in cells.items():
+        mine = by_system.get("modelgate")
+        line = [op, scale, str(concurrency), mode]
+        line += (
+            [f"{mine['ops_s']:.0f}", f"{mine['p50_ms']:.1f}", f"{mine['p99_ms']:.1f}"]
+            if mine
+            else ["-"] * 3
+        )
+        ratios = []
+        for peer in peers:
+            theirs = by_system.get(peer)
+            if theirs is None:
+                line += ["-"] * 4
+                continue
+            ratio = mine["ops_s"] / theirs["ops_s"] if mine and theirs["ops_s"] else None
+            if ratio is not None:
+                ratios.append(ratio)
+            line += [
+                f"{theirs['ops_s']:.0f}",
+                f"{theirs['p50_ms']:.1f}",
+                f"{theirs['p99_ms']:.1f}",
+                "-" if ratio is None else f"{ratio:.1f}x",
+            ]
+        line.append(_target(op, mine, ratios, scale == biggest and len(cells) > 1) if mine else "")
+        lines.append(line)
+    return lines
+
+
+def print_comparison(rows: Sequence[Row], title: str) -> None:
+    lines = comparison_lines(rows)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    left = {0, 1, 3, len(widths) - 1}
+
+    def fmt(values: list[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if i in left else v.rjust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    print(f"\n{title}\n{fmt(lines[0])}\n{rule}")
+    print("\n".join(fmt(line) for line in lines[1:]) + "\n")
+
+
+# --- Markdown, for the README: `python -m bench.report [bench/results/latest.json]` -------
+def _markdown_table(lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+    out += [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines[1:]
+    ]
+    return "\n".join(out)
+
+
+def markdown(document: dict[str, Any]) -> str:
+    from .machine import summary
+
+    rows = [Row(**{k: v for k, v in r.items() if k != "mib_per_s"}) for r in document["results"]]
+    api_rows = [r for r in rows if r.benchmark == "api" and r.ok and "system" in r.details]
+    others = [r for r in rows if r not in api_rows]
+    parts = [f"Measured {document['started_at'][:16]}Z on {summary(document['machine'])}."]
+    if api_rows:
+        parts.append(_markdown_table(comparison_lines(api_rows)))
+    if others:
+        parts.append(_markdown_table([list(HEADERS), *(cells(r) for r in others)]))
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS_DIR / "latest.json"
+    print(markdown(json.loads(source.read_text())))

@@ -1,7 +1,7 @@
 """Modelgate benchmarks: run them, print one table, keep the results as JSON.
 
-    make bench                                    # everything, default sizes (2 GiB file)
-    make bench BENCH_ARGS="--size 256M"           # a quick run
+    make bench                                    # everything, the issue's sizes
+    make bench SIZE=small                         # a quick run (64 MiB, 1,000/100,000 versions)
     .venv/bin/python bench/run.py --only large-file --size 256M --keep
 
 Each benchmark in BENCHMARKS is a function that takes a `Context` and returns table rows
@@ -23,6 +23,8 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -33,8 +35,8 @@ import httpx
 if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import machine, promotion, report, upload
-from bench.core import BenchError, Benchmark, Context, MiB, Options, Row, parse_size
+from bench import api, machine, monitoring, promotion, report, storage, upload
+from bench.core import PRESETS, BenchError, Benchmark, Context, MiB, Options, Row, parse_size
 from bench.server import SERVER_SETUP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,14 +44,29 @@ SCRATCH = ROOT / "var" / "bench"
 
 BENCHMARKS: list[Benchmark] = [
     Benchmark(
+        api.NAME,
+        "registry operations: ops/s, p50/p99 at concurrency 1 and 8, vs MLflow",
+        api.run,
+    ),
+    Benchmark(
         upload.NAME,
-        "large file: chunked PUT upload and GET download vs cp and sha256sum",
+        "large files: upload and download vs MLflow's artifacts, cp and sha256sum",
         upload.run,
     ),
     Benchmark(
         promotion.NAME,
         "promotion latency: reviewer's approval → promoted, with a real worker",
         promotion.run,
+    ),
+    Benchmark(
+        storage.NAME,
+        "blob store: encryption's cost, ranged reads, S3 backend vs boto3",
+        storage.run,
+    ),
+    Benchmark(
+        monitoring.NAME,
+        "monitoring: ingest vs COPY, 1M-record aggregation, serve.py with and without capture",
+        monitoring.run,
     ),
 ]
 
@@ -64,10 +81,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", choices=names, action="append", help="run only this benchmark (repeatable)"
     )
     parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="full",
+        help="small: a quick run; full (default): the issue's sizes",
+    )
+    parser.add_argument(
         "--size",
         type=parse_size,
-        default=2 * 1024 * MiB,
-        help="size of the large test file, e.g. 256M or 2G (default 2G)",
+        action="append",
+        help="size of a large test file, e.g. 256M or 4G (repeatable; overrides the preset)",
+    )
+    parser.add_argument(
+        "--no-mlflow", action="store_true", help="measure Modelgate alone (no MLflow passes)"
     )
     parser.add_argument(
         "--chunk-size", type=parse_size, default=64 * MiB, help="bytes per upload PUT (default 64M)"
@@ -106,7 +132,9 @@ def run_benchmarks(selected: list[Benchmark], ctx: Context) -> tuple[list[Row], 
         started = time.perf_counter()
         try:
             rows.extend(benchmark.run(ctx))
-        except (BenchError, httpx.HTTPError) as exc:
+        except Exception as exc:  # one broken benchmark must not cost the others' numbers
+            if not isinstance(exc, BenchError | httpx.HTTPError):
+                traceback.print_exc()
             message = describe_error(exc, ctx)
             print(f"✗ {benchmark.name}: {message}", file=sys.stderr)
             errors.append(f"{benchmark.name}: {message}")
@@ -116,7 +144,7 @@ def run_benchmarks(selected: list[Benchmark], ctx: Context) -> tuple[list[Row], 
 
 
 def results_document(
-    args: argparse.Namespace,
+    options_json: dict[str, Any],
     started: datetime,
     machine_info: dict[str, Any],
     rows: list[Row],
@@ -128,12 +156,7 @@ def results_document(
         "finished_at": finished.isoformat(),
         "duration_seconds": round((finished - started).total_seconds(), 1),
         "command": sys.argv,
-        "options": {
-            "only": args.only,
-            "size": args.size,
-            "chunk_size": args.chunk_size,
-            "keep": args.keep,
-        },
+        "options": options_json,
         "machine": machine_info,
         "server": SERVER_SETUP,
         "units": {
@@ -167,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     SCRATCH.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"run-{stamp}-", dir=SCRATCH))
-    options = Options(size=args.size, chunk_size=args.chunk_size, keep=args.keep)
+    preset = dict(PRESETS[args.preset])
+    if args.size:
+        preset["sizes"] = tuple(args.size)
+    options = Options(
+        chunk_size=args.chunk_size, keep=args.keep, compare_mlflow=not args.no_mlflow, **preset
+    )
     try:
         machine_info = machine.describe(workdir)
         with Context(options, workdir) as ctx:
@@ -181,9 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    report.print_table(rows, f"Modelgate benchmarks — {machine.summary(machine_info)}")
+    title = f"Modelgate benchmarks — {machine.summary(machine_info)}"
+    api_rows = [row for row in rows if row.benchmark == api.NAME and row.ok]
+    if api_rows:
+        report.print_comparison(api_rows, f"API operations — {title}")
+        print(report.API_FOOTNOTES)
+    report.print_table([row for row in rows if row not in api_rows], title)
     print(FOOTNOTES)
-    path = report.write_results(results_document(args, started, machine_info, rows, errors), stamp)
+    options_json = {"only": args.only, "preset": args.preset, **asdict(options)}
+    document = results_document(options_json, started, machine_info, rows, errors)
+    path = report.write_results(document, stamp)
     print(f"\nresults: {path.relative_to(ROOT)} (and bench/results/latest.json)")
     if errors:
         return 2

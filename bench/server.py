@@ -56,6 +56,7 @@ class RunningServer:
     gunicorn: subprocess.Popen[bytes]
     worker: subprocess.Popen[bytes]
     root: Path
+    database: str = DATABASE
 
     @property
     def gunicorn_pid(self) -> int:
@@ -92,11 +93,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(root: Path) -> dict[str, str]:
+def server_env(
+    root: Path, database: str = DATABASE, broker_url: str = BROKER_URL
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE"}}
     env.update(
-        DATABASE_URL=PG_URL.format(database=DATABASE),
-        CELERY_BROKER_URL=BROKER_URL,
+        DATABASE_URL=PG_URL.format(database=database),
+        CELERY_BROKER_URL=broker_url,
         MODELGATE_VAR_DIR=str(root / "var"),
         MODELGATE_STORAGE_URL=f"file://{root / 'store'}",
         SECRET_KEY=secrets.token_urlsafe(50),
@@ -150,12 +153,12 @@ def drop_database(database: str) -> None:
         conn.close()
 
 
-def flush_broker() -> None:
+def flush_broker(broker_url: str = BROKER_URL) -> None:
     # Tasks queued by an aborted earlier run name version ids of a dropped database;
     # left in the queue they would be processed against this run's fresh rows.
     import redis
 
-    redis.Redis.from_url(BROKER_URL, socket_timeout=5).flushdb()
+    redis.Redis.from_url(broker_url, socket_timeout=5).flushdb()
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -262,12 +265,12 @@ def wait_http_ready(base_url: str, proc: subprocess.Popen[bytes]) -> None:
     raise BenchError(f"GET /readyz never answered 200 (last: {last})")
 
 
-def wait_worker_ready(proc: subprocess.Popen[bytes]) -> None:
+def wait_worker_ready(proc: subprocess.Popen[bytes], broker_url: str = BROKER_URL) -> None:
     # A ping over the broker proves the worker consumes; otherwise the first
     # finalize→ready time would include the worker's start-up.
     from celery import Celery
 
-    app = Celery(broker=BROKER_URL)
+    app = Celery(broker=broker_url)
     deadline = time.monotonic() + STARTUP_SECONDS
     try:
         while time.monotonic() < deadline:
@@ -298,16 +301,18 @@ def create_token_for(base_url: str, username: str, password: str) -> str:
 
 
 @contextlib.contextmanager
-def run_server(root: Path, keep: bool = False) -> Iterator[RunningServer]:
+def run_server(
+    root: Path, keep: bool = False, database: str = DATABASE, broker_url: str = BROKER_URL
+) -> Iterator[RunningServer]:
     """Migrate a fresh database, start gunicorn and a worker, yield, stop them."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = server_env(root)
+    env = server_env(root, database, broker_url)
     base_url = f"http://127.0.0.1:{port}"
     password = secrets.token_urlsafe(16)
-    print(f"• database {DATABASE}: recreating, migrating", file=sys.stderr)
-    recreate_database(DATABASE)
-    flush_broker()
+    print(f"• database {database}: recreating, migrating", file=sys.stderr)
+    recreate_database(database)
+    flush_broker(broker_url)
     manage(env, "migrate", "--no-input", "-v0")
     create_user(env, password)
     gunicorn = worker = None
@@ -317,13 +322,13 @@ def run_server(root: Path, keep: bool = False) -> Iterator[RunningServer]:
             gunicorn = start_gunicorn(env, root, port)
             worker = start_worker(env, root)
             wait_http_ready(base_url, gunicorn)
-            wait_worker_ready(worker)
+            wait_worker_ready(worker, broker_url)
             token = create_token(base_url, password)
         except BenchError as exc:
             # The logs live in the scratch directory, which is about to be removed.
             exc.add_note(server_logs(root))
             raise
-        yield RunningServer(base_url, token, gunicorn, worker, root)
+        yield RunningServer(base_url, token, gunicorn, worker, root, database)
     finally:
         print("• stopping gunicorn and the celery worker", file=sys.stderr)
         for proc in (gunicorn, worker):
@@ -331,4 +336,4 @@ def run_server(root: Path, keep: bool = False) -> Iterator[RunningServer]:
                 stop(proc)
         if not keep:
             with contextlib.suppress(psycopg2.Error):
-                drop_database(DATABASE)
+                drop_database(database)

@@ -34,6 +34,7 @@ the server's processes and of the benchmark itself show which side was the bottl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -47,6 +48,7 @@ from typing import Any
 
 import httpx
 
+from . import mlflow_server
 from .core import BenchError, Context, MiB, Row, format_size
 from .server import RunningServer
 from .usage import ServerUsage, Stopwatch, UsageSampler, tree_cpu
@@ -415,11 +417,66 @@ def curl_download(server: RunningServer, number: int, size: int, sampler: UsageS
     return with_server_usage(row, usage)
 
 
+# --- MLflow's artifact store (--serve-artifacts): the peer's upload and download --------
+def mlflow_transfers(mlflow, source: Path, size: int, digest: str, workdir: Path) -> list[Row]:
+    """One streamed PUT and one GET of the file through MLflow's artifact proxy."""
+    url = f"{mlflow.base_url}/api/2.0/mlflow-artifacts/artifacts/bench/{size}/{FILE_PATH}"
+    sampler = UsageSampler(mlflow.proc.pid)
+    with httpx.Client(timeout=httpx.Timeout(1800.0, connect=10.0)) as client:
+        client.get(f"{mlflow.base_url}/health")  # warm the connection and the workers
+        sampler.take_baseline()
+        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+        with sampler.measure() as up_usage, Stopwatch() as up:
+            response = client.put(url, content=file_pieces(source, 0, size), headers=headers)
+        if response.status_code != 200:
+            raise BenchError(f"MLflow PUT → {response.status_code}: {response.text[:500]}")
+        upload = Row(NAME, f"upload {format_size(size)} (MLflow artifacts PUT)",
+                     seconds=up.seconds, nbytes=size, bench_cpu_seconds=up.cpu_seconds,
+                     note="one streamed PUT; MLflow neither hashes nor verifies")  # fmt: skip
+        dest = workdir / "mlflow.download"
+        hasher, nbytes = hashlib.sha256(), 0
+        with (
+            sampler.measure() as down_usage,
+            Stopwatch() as down,
+            client.stream("GET", url) as got,
+            open(dest, "wb") as out,
+        ):
+            if got.status_code != 200:
+                raise BenchError(f"MLflow GET → {got.status_code}")
+            for data in got.iter_raw(PIECE):
+                hasher.update(data)
+                out.write(data)
+                nbytes += len(data)
+        dest.unlink()
+    identical = nbytes == size and hasher.hexdigest() == digest
+    download = Row(NAME, f"download {format_size(size)} (MLflow artifacts GET)",
+                   seconds=down.seconds, nbytes=nbytes, bench_cpu_seconds=down.cpu_seconds,
+                   ok=identical, note="httpx, hashed, written to a file without fsync"
+                   if identical else "DIFFERS from what was sent")  # fmt: skip
+    return [with_server_usage(upload, up_usage), with_server_usage(download, down_usage)]
+
+
 # --- The benchmark -------------------------------------------------------------------
 def run(ctx: Context) -> list[Row]:
-    size, chunk, keep = ctx.options.size, ctx.options.chunk_size, ctx.options.keep
+    rows: list[Row] = []
+    mlflow_stack = contextlib.ExitStack()
+    with mlflow_stack:
+        mlflow = None
+        if ctx.options.compare_mlflow:
+            mlflow_server.ensure_venv()
+            mlflow = mlflow_stack.enter_context(
+                mlflow_server.run_mlflow(ctx.workdir / "mlflow-artifacts", "sqlite")
+            )
+        for size in ctx.options.sizes:
+            rows += run_size(ctx, size, mlflow)
+    return rows
+
+
+def run_size(ctx: Context, size: int, mlflow) -> list[Row]:
+    chunk, keep = ctx.options.chunk_size, ctx.options.keep
+    label = format_size(size)
     source = ctx.workdir / "large.bin"
-    log(f"writing a {format_size(size)} test file to {source}")
+    log(f"writing a {label} test file to {source}")
     digest = write_test_file(source, size)
     run_command(["sync"])
     read_through(source)
@@ -455,4 +512,13 @@ def run(ctx: Context) -> list[Row]:
             dest.unlink()
         if shutil.which("curl"):
             transfers.append(curl_download(server, number, size, sampler))
-    return [*transfers, *baselines, ready]
+    if mlflow is not None:
+        log("the same file through MLflow's artifact proxy")
+        transfers += mlflow_transfers(mlflow, source, size, digest, ctx.workdir)
+    source.unlink()
+    rows = [*transfers, *baselines, ready]
+    for row in rows:  # one table for every size: say which size each row is about
+        if label not in row.operation:
+            row.operation = f"{row.operation} {label}"
+        row.details["size"] = size
+    return rows

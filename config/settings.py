@@ -53,11 +53,14 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "django_prometheus",
     "registry",
     "webui",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "registry.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -66,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -102,6 +106,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so that worker and server processes started by tests share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Backups dump with microsecond timestamps (registry/serialization.py).
+SERIALIZATION_MODULES = {"json-exact": "registry.serialization"}
 
 # --- Cache (throttling) --------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -138,6 +144,10 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 2000
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 
 # --- Static --------------------------------------------------------------------------
+# Nothing is served as media; a non-empty MEDIA_URL keeps Django's test server from
+# treating every path as a media file relative to the (process-wide) working directory.
+MEDIA_URL = "/media/"
+MEDIA_ROOT = VAR_DIR / "media"
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing one
@@ -243,11 +253,26 @@ CELERY_BEAT_SCHEDULE = {
 if not DEBUG and not SECRET_KEY:  # pragma: no cover - guarded above
     raise ImproperlyConfigured("SECRET_KEY must be set")
 
+# MODELGATE_LOG_FORMAT=json logs one JSON object per line (docker-compose sets it), text a
+# readable line; both carry the request id (registry.observability).
+MODELGATE_LOG_FORMAT = os.environ.get("MODELGATE_LOG_FORMAT", "text").strip().lower()
+if MODELGATE_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("MODELGATE_LOG_FORMAT must be json or text.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "registry.observability.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "registry.observability.json_formatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if MODELGATE_LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
@@ -263,3 +288,68 @@ CELERY_BEAT_SCHEDULE["prediction-retention"] = {
     "task": "modelgate.expire_predictions",
     "schedule": float(os.environ.get("MODELGATE_RETENTION_SECONDS", 3600)),
 }
+
+
+# --- Storage backends and encryption at rest ----------------------------------------
+# MODELGATE_STORAGE_URL above may also be s3://bucket/prefix; boto3 reads AWS_ENDPOINT_URL,
+# credentials and region from the environment itself. Encryption is on whenever a master
+# key is set (32 bytes as base64 or hex, inline or in a file); with none, blobs are
+# plaintext and /readyz and the log say so. Old keys still unwrap data keys until
+# `manage.py rotate_keys` has re-wrapped them all under the current one.
+def _key_text(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    path = os.environ.get(f"{name}_FILE", "").strip()
+    if value and path:
+        raise ImproperlyConfigured(f"Set {name} or {name}_FILE, not both.")
+    return Path(path).read_text().strip() if path else value
+
+
+MODELGATE_ENCRYPTION_KEY = _key_text("MODELGATE_ENCRYPTION_KEY")
+MODELGATE_ENCRYPTION_OLD_KEYS = [
+    k.strip() for k in _key_text("MODELGATE_ENCRYPTION_OLD_KEYS").replace(",", "\n").split() if k
+]
+# Downloads from an unencrypted S3 store may be answered with a redirect to a presigned URL.
+MODELGATE_STORAGE_REDIRECT = env_bool("MODELGATE_STORAGE_REDIRECT", False)
+MODELGATE_STORAGE_REDIRECT_SECONDS = int(os.environ.get("MODELGATE_STORAGE_REDIRECT_SECONDS", 300))
+
+# --- The registry watched too: GET /metrics (issue 8; registry/observability.py) ----------
+# With a token set, /metrics answers only `Authorization: Bearer <token>` (or a signed-in
+# administrator); without one, only loopback and administrators. Set PROMETHEUS_MULTIPROC_DIR
+# (an empty directory per start) to sum request metrics over gunicorn's workers.
+MODELGATE_METRICS_TOKEN = os.environ.get("MODELGATE_METRICS_TOKEN", "").strip()
+
+# --- Monitoring: windows, drift, monitors and alerts (issue 8, slice 2) ----------------
+# A beat task rolls prediction records into windows of MODELGATE_MONITOR_WINDOW_SECONDS per
+# model, version and environment every MODELGATE_MONITOR_SECONDS, then evaluates monitors.
+# A feature has drifted when its PSI exceeds MODELGATE_DRIFT_PSI or its test's p-value is
+# below MODELGATE_DRIFT_P_VALUE, once a window holds MODELGATE_DRIFT_MIN_SAMPLES records.
+MODELGATE_MONITOR_WINDOW_SECONDS = int(os.environ.get("MODELGATE_MONITOR_WINDOW_SECONDS", 300))
+MODELGATE_MONITOR_SECONDS = float(os.environ.get("MODELGATE_MONITOR_SECONDS", 60))
+MODELGATE_MONITOR_BACKFILL_SECONDS = int(
+    os.environ.get("MODELGATE_MONITOR_BACKFILL_SECONDS", 24 * 3600)
+)
+MODELGATE_DRIFT_PSI = float(os.environ.get("MODELGATE_DRIFT_PSI", 0.2))
+MODELGATE_DRIFT_P_VALUE = float(os.environ.get("MODELGATE_DRIFT_P_VALUE", 0.01))
+MODELGATE_DRIFT_MIN_SAMPLES = int(os.environ.get("MODELGATE_DRIFT_MIN_SAMPLES", 100))
+# Busier windows measure drift on a deterministic sample of this many records (0: all).
+MODELGATE_DRIFT_SAMPLE = int(os.environ.get("MODELGATE_DRIFT_SAMPLE", 100_000))
+CELERY_BEAT_SCHEDULE["monitoring-windows"] = {
+    "task": "modelgate.aggregate_monitoring",
+    "schedule": MODELGATE_MONITOR_SECONDS,
+}
+
+# --- Data care: gc_store, verify_store, backup (issue 9; registry/services/store_care.py) --
+# gc_store deletes a blob nothing refers to once it has not been written or deduplicated
+# onto for the grace period, and never within the in-flight window (how long an upload may
+# take between storing a blob and recording the version, package or artifact using it).
+# Staged chunks of abandoned uploads and temporary objects go after the longer of the two.
+MODELGATE_GC_GRACE_SECONDS = float(os.environ.get("MODELGATE_GC_GRACE_SECONDS", 24 * 3600))
+MODELGATE_GC_INFLIGHT_SECONDS = float(os.environ.get("MODELGATE_GC_INFLIGHT_SECONDS", 3600))
+# Share of the referenced blobs a daily beat task re-hashes (0 turns it off); damage marks
+# the versions using the blob, like `manage.py verify_store`, which checks everything.
+MODELGATE_VERIFY_SAMPLE = float(os.environ.get("MODELGATE_VERIFY_SAMPLE", 0.01))
+if MODELGATE_VERIFY_SAMPLE > 0:
+    CELERY_BEAT_SCHEDULE["verify-sample"] = {
+        "task": "modelgate.verify_sample",
+        "schedule": float(os.environ.get("MODELGATE_VERIFY_SECONDS", 24 * 3600)),
+    }

@@ -479,3 +479,97 @@ class PredictionFeedback(models.Model):
 
     def __str__(self) -> str:
         return f"feedback {self.request_id}"
+
+
+class MonitoringWindow(models.Model):
+    """Prediction records of one version in one environment, rolled up over [start, end).
+
+    Written by the aggregation task (registry.services.monitoring.aggregation), recomputed
+    whole when late records arrive. `drift` holds, per feature, the PSI, the statistical
+    test and the live counts in the baseline's own bins / categories.
+    """
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    environment = models.CharField(max_length=64)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    latency_p50 = models.FloatField(null=True)
+    latency_p95 = models.FloatField(null=True)
+    latency_p99 = models.FloatField(null=True)
+    predictions = models.JSONField(default=dict)
+    drift = models.JSONField(default=dict)
+    live_metrics = models.JSONField(default=dict)
+    labelled = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "environment", "start"], name="monitoring_window_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["model", "environment", "start"], name="monitoring_window_env"),
+            models.Index(fields=["computed_at"], name="monitoring_window_computed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} in {self.environment} from {self.start:%Y-%m-%d %H:%M:%S}"
+
+
+class Monitor(models.Model):
+    """A threshold rule on a model's windows in one environment, e.g. error_rate > 0.01."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="monitors")
+    environment = models.CharField(max_length=64, validators=[alias_validator])
+    metric = models.CharField(max_length=64)
+    op = models.CharField(max_length=2)
+    value = models.FloatField()
+    window_seconds = models.PositiveIntegerField()
+    min_samples = models.PositiveIntegerField(default=0)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["model", "environment"], name="monitor_model_env")]
+
+    def __str__(self) -> str:
+        return f"{self.model.name}@{self.environment}: {self.metric} {self.op} {self.value:g}"
+
+
+class Alert(models.Model):
+    """One stretch of time during which a monitor's condition held: fired once, resolved once."""
+
+    class State(models.TextChoices):
+        FIRING = "firing"
+        RESOLVED = "resolved"
+
+    monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="alerts")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.FIRING)
+    value = models.FloatField(null=True)  # the metric when it fired (None: no data at all)
+    # What the value was computed from: window span, samples, versions, worst feature.
+    detail = models.JSONField(default=dict, blank=True)
+    fired_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["monitor"],
+                condition=models.Q(state="firing"),
+                name="one_firing_alert_per_monitor",
+            )
+        ]
+        indexes = [models.Index(fields=["state", "fired_at"], name="alert_state_fired")]
+
+    def __str__(self) -> str:
+        return f"{self.monitor} ({self.state})"

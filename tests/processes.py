@@ -55,8 +55,9 @@ def base_env(broker_url: str, **extra: str) -> dict[str, str]:
 
 
 class Process:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
         self.args, self.env, self.log_path = args, env, log
+        self.cwd = cwd or ROOT
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Process":
@@ -64,7 +65,7 @@ class Process:
         self.proc = subprocess.Popen(
             self.args,
             env=self.env,
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -129,7 +130,7 @@ class Redis(Process):
 
 
 class Web(Process):
-    def __init__(self, env: dict[str, str], tmp: Path, workers: int = 2):
+    def __init__(self, env: dict[str, str], tmp: Path, workers: int = 2, cwd: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
@@ -147,6 +148,7 @@ class Web(Process):
             ],
             env,
             tmp / f"web-{self.port}.log",
+            cwd,
         )
 
     def start(self) -> "Web":
@@ -162,7 +164,14 @@ class Web(Process):
 
 
 class Worker(Process):
-    def __init__(self, env: dict[str, str], tmp: Path, name: str, beat: bool = False):
+    def __init__(
+        self,
+        env: dict[str, str],
+        tmp: Path,
+        name: str,
+        beat: bool = False,
+        cwd: Path | None = None,
+    ):
         args = [
             str(BIN / "celery"),
             "-A",
@@ -181,7 +190,40 @@ class Worker(Process):
         ]
         if beat:
             args += ["--beat", "--schedule", str(tmp / f"beat-{name}")]
-        super().__init__(args, env, tmp / f"worker-{name}.log")
+        super().__init__(args, env, tmp / f"worker-{name}.log", cwd)
+
+
+class MotoServer(Process):
+    """A local S3-compatible server (moto) in its own process, for the S3 backend's tests."""
+
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            dict(os.environ),
+            tmp / f"moto-{self.port}.log",
+        )
+
+    def start(self) -> "MotoServer":
+        super().start()
+        wait_until(self.healthy, 30, f"moto_server on {self.port}", self)
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/moto-api/", timeout=2).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def client_env(self) -> dict[str, str]:
+        """What a process needs to reach it, as boto3 reads it from the environment."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "modelgate-test",
+            "AWS_SECRET_ACCESS_KEY": "modelgate-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
 
 def wait_until(predicate, timeout: float, what: str, process: Process | None = None):

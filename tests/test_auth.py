@@ -20,6 +20,7 @@ SAMPLE_ARGS = {
     "environment": "production",
     "promotion_id": "1",
     "webhook_id": "1",
+    "monitor_id": "1",
     "alias": "champion",
     "token_id": "1",
     "artifact_path": "modelgate/fraud/1/model.pkl",

@@ -10,6 +10,9 @@ from registry.storage import new_upload_id
 from registry.storage.local import LocalBlobStore
 
 from .conftest import sha256_of
+from .storage_support import new_key, s3_client
+
+pytest_plugins = ["tests.storage_fixtures"]  # moto, s3_env, bucket fixtures
 
 
 @pytest.fixture
@@ -101,3 +104,113 @@ def test_a_short_body_is_reported_not_stored(store):
     with pytest.raises(IncompleteBody):
         store.write_part(upload, 0, io.BytesIO(b"abc"), 10)
     assert list(store.digests()) == []
+
+
+# --- every backend behind the same interface ------------------------------------------
+# The plain local store above, the local store encrypted, and an S3 bucket (moto, a real
+# server process) plain and encrypted: two store objects stand for two nodes.
+
+BACKENDS = ["local", "local-encrypted", "s3", "s3-encrypted"]
+
+
+@pytest.fixture(params=BACKENDS)
+def nodes(request, tmp_path):
+    from registry.storage.encrypted import EncryptedObjects
+    from registry.storage.keys import Keyring
+    from registry.storage.local import LocalObjects
+    from registry.storage.objects import ContentStore
+    from registry.storage.s3 import S3Objects
+
+    key = Keyring.from_texts(new_key())
+
+    def node():
+        if request.param == "local":
+            return LocalBlobStore(tmp_path / "store")
+        if request.param.startswith("s3"):
+            objects = S3Objects(request.getfixturevalue("bucket"), "store", s3_client())
+        else:
+            objects = LocalObjects(tmp_path / "store")
+        if request.param.endswith("encrypted"):
+            return ContentStore(EncryptedObjects(objects, key), encrypted=True)
+        return ContentStore(objects)
+
+    return node(), node()
+
+
+SEG = 1024 * 1024  # the encrypted layout's segment size: edges worth testing
+
+
+@pytest.mark.parametrize("size", [0, 1, SEG - 1, SEG, SEG + 1, 2 * SEG + 17])
+def test_every_backend_reads_back_what_it_stored_by_range(nodes, size):
+    store, other = nodes
+    data = os.urandom(size)
+    info = store.put(io.BytesIO(data))
+    assert info.sha256 == sha256_of(data) and info.size == size
+    assert other.exists(info.sha256) and other.size(info.sha256) == size
+    assert b"".join(other.iter_bytes(info.sha256)) == data
+    for offset, length in [(0, 1), (SEG - 2, 5), (SEG, SEG), (size // 2, None), (size, 3)]:
+        end = None if length is None else offset + length
+        assert b"".join(other.iter_bytes(info.sha256, offset, length)) == data[offset:end]
+    assert list(other.digests()) == [info.sha256]
+
+
+def test_every_backend_stores_identical_content_once_and_keeps_nothing_rejected(nodes):
+    store, _ = nodes
+    first, second = store.put(io.BytesIO(b"same")), store.put(io.BytesIO(b"same"))
+    assert first == second and list(store.digests()) == [first.sha256]
+    with pytest.raises(ChecksumMismatch):
+        store.put(io.BytesIO(b"other"), expected_sha256="0" * 64)
+    with pytest.raises(TooLarge):
+        store.put(io.BytesIO(b"x" * 100), max_size=10)
+    assert list(store.digests()) == [first.sha256]
+    store.delete(first.sha256)
+    assert not store.exists(first.sha256) and list(store.digests()) == []
+
+
+def test_every_backend_finishes_an_upload_whose_parts_reached_different_nodes(nodes):
+    node_a, node_b = nodes
+    data = os.urandom(3 * SEG + 1234)
+    upload, position = new_upload_id(), 0
+    for index, length in enumerate([1000, SEG + 5, 7, 2 * SEG + 222]):
+        node = node_a if index % 2 == 0 else node_b
+        node.write_part(upload, position, io.BytesIO(data[position : position + length]), length)
+        position += length
+    assert position == len(data)
+    info = node_b.finish_upload(upload, len(data), sha256_of(data))
+    assert b"".join(node_a.iter_bytes(info.sha256)) == data
+    assert list(node_a.digests()) == [info.sha256]
+
+
+def test_every_backend_discards_a_staged_upload_with_wrong_bytes(nodes):
+    store, other = nodes
+    upload = new_upload_id()
+    store.write_part(upload, 0, io.BytesIO(b"wrong"), 5)
+    with pytest.raises(ChecksumMismatch):
+        other.finish_upload(upload, 5, sha256_of(b"right"))
+    assert list(store.digests()) == []
+    # the parts are gone: finishing the same id again finds nothing left behind
+    with pytest.raises(ChecksumMismatch):
+        other.finish_upload(upload, 5, sha256_of(b"wrong"))
+
+
+def test_every_backend_replaces_a_part_whose_commit_was_lost(nodes):
+    # A part was stored but the database never recorded it: the client sends that range
+    # again, in other sizes, and the leftover must not end up in the file.
+    store, other = nodes
+    data = os.urandom(3000)
+    upload = new_upload_id()
+    store.write_part(upload, 0, io.BytesIO(data[:1000]), 1000)
+    store.write_part(upload, 1000, io.BytesIO(b"x" * 1500), 1500)  # lost commit
+    other.write_part(upload, 1000, io.BytesIO(data[1000:1200]), 200)
+    other.write_part(upload, 1200, io.BytesIO(data[1200:]), 1800)
+    info = store.finish_upload(upload, 3000, sha256_of(data))
+    assert b"".join(other.iter_bytes(info.sha256)) == data
+
+
+def test_every_backend_reports_a_short_body_and_keeps_no_part(nodes):
+    store, _ = nodes
+    upload = new_upload_id()
+    with pytest.raises(IncompleteBody):
+        store.write_part(upload, 0, io.BytesIO(b"abc"), 10)
+    store.write_part(upload, 0, io.BytesIO(b"abcdefghij"), 10)
+    assert store.finish_upload(upload, 10, sha256_of(b"abcdefghij")).size == 10

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import browse, reviews, settings_pages, upload, versions
+from .views import browse, monitoring, reviews, settings_pages, upload, versions
 
 app_name = "webui"
 
@@ -28,6 +28,21 @@ urlpatterns = [
         versions.request_promotion,
         name="version-promote",
     ),
+    # monitoring.py: a version's monitoring tab, a dashboard per environment, monitors
+    path(
+        "models/<str:name>/versions/<int:number>/monitoring/",
+        monitoring.version_monitoring,
+        name="version-monitoring",
+    ),
+    path("monitoring/", monitoring.monitoring_index, name="monitoring"),
+    path(
+        "environments/<str:name>/monitoring/",
+        monitoring.environment_monitoring,
+        name="environment-monitoring",
+    ),
+    path("models/<str:name>/monitors/", monitoring.monitor_create, name="monitor-create"),
+    path("monitors/<int:monitor_id>/", monitoring.monitor_update, name="monitor-update"),
+    path("monitors/<int:monitor_id>/delete/", monitoring.monitor_delete, name="monitor-delete"),
     # upload.py: the upload page (the browser then talks to the REST API)
     path("models/<str:name>/upload/", upload.upload_page, name="upload"),
     # reviews.py: the queue, the review page, deciding

@@ -26,3 +26,22 @@ def expire_predictions() -> dict:
     from registry.services.monitoring import retention
 
     return retention.expire_predictions()
+
+
+@shared_task(name="modelgate.aggregate_monitoring")
+def aggregate_monitoring() -> dict:
+    """Roll new prediction records into windows, then evaluate every monitor."""
+    from registry.services.monitoring import aggregation, alerts
+
+    return {**aggregation.aggregate(), **alerts.evaluate_monitors()}
+
+
+@shared_task(name="modelgate.verify_sample")
+def verify_sample() -> int:
+    """Re-hash a random share (MODELGATE_VERIFY_SAMPLE) of the blobs; returns problems found."""
+    from django.conf import settings
+
+    from registry.services import store_care
+
+    report = store_care.verify_store(sample=settings.MODELGATE_VERIFY_SAMPLE)
+    return len(report.problems)

@@ -1,11 +1,17 @@
 """Streamed blob downloads with ETag and single-range requests."""
 
+import logging
 import re
 
-from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from django.conf import settings
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 
-from registry.storage import get_store
+from registry.storage import CHUNK_SIZE, BlobCorrupt, get_store
+
+from .errors import json_error
+
+log = logging.getLogger(__name__)
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -52,14 +58,35 @@ def blob_response(request, digest: str, size: int, filename: str) -> HttpRespons
         response = HttpResponse(headers=headers, content_type="application/octet-stream")
         response["Content-Length"] = str(size)
         return response
+    if request.method == "GET" and settings.MODELGATE_STORAGE_REDIRECT:
+        url = store.presigned_url(digest, filename, settings.MODELGATE_STORAGE_REDIRECT_SECONDS)
+        if url:  # the client fetches (and ranges) the object from the bucket itself
+            return HttpResponseRedirect(url, headers={"Cache-Control": "no-store"})
+    # Opened before the response starts, so damage found at the start (header, data key,
+    # first segment) is a clear error; damage found later cuts the stream short.
+    start, end = wanted if wanted is not None else (0, size - 1)
+    try:
+        stream = store.open(digest, start, None if wanted is None else end - start + 1)
+    except BlobCorrupt as exc:
+        log.error("refusing to serve blob %s: %s", digest, exc)
+        return json_error(
+            500,
+            "corrupt_blob",
+            "The stored bytes of this file failed their integrity check and are not served; "
+            "an operator should run verify_store.",
+        )
+    except OSError as exc:  # missing from the store, or its master key is not configured
+        log.error("cannot read blob %s: %s", digest, exc)
+        return json_error(500, "storage_error", "The file's bytes cannot be read from the store.")
     if wanted is None:
-        response = FileResponse(store.open(digest), content_type="application/octet-stream")
+        response = FileResponse(stream, content_type="application/octet-stream")
         response["Content-Length"] = str(size)
+        if not hasattr(stream, "fileno"):  # not sendfile-able: fewer, larger reads
+            response.block_size = CHUNK_SIZE
     else:
-        start, end = wanted
         length = end - start + 1
         response = StreamingHttpResponse(
-            store.iter_bytes(digest, start, length),
+            _chunks(stream),
             status=206,
             content_type="application/octet-stream",
         )
@@ -68,3 +95,9 @@ def blob_response(request, digest: str, size: int, filename: str) -> HttpRespons
     for key, value in headers.items():
         response[key] = value
     return response
+
+
+def _chunks(stream):
+    with stream:
+        while chunk := stream.read(CHUNK_SIZE):
+            yield chunk

@@ -38,6 +38,10 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
+    if isinstance(exc, ValueError) and "NUL (0x00)" in str(exc):
+        # Postgres text cannot hold NUL; psycopg2 refuses such a parameter before sending it.
+        set_rollback()
+        return Response(error_body("invalid", "Text must not contain NUL characters."), 400)
     if not isinstance(exc, exceptions.APIException):
         return None  # a real bug: let Django log it and answer 500
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "invalid")

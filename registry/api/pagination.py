@@ -21,6 +21,15 @@ class PagePagination(CursorPagination):
             raise ValidationError({"page_size": "must be a whole number"}) from None
         return max(1, min(size, self.max_page_size))
 
+    def decode_cursor(self, request):
+        # DRF answers a malformed cursor with 404; it is bad input, so 400 like the rest.
+        from rest_framework.exceptions import NotFound, ValidationError
+
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError({"cursor": "not a cursor this API handed out"}) from None
+
     def get_ordering(self, request, queryset, view):
         # Views validate `?ordering=` themselves and say which orderings they allow.
         if hasattr(view, "get_ordering"):

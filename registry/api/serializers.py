@@ -5,13 +5,14 @@ request serializers here describe them for the schema and catch wrong JSON types
 """
 
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry.models import Alias, ApiToken, Event, ModelVersion, RegisteredModel, VersionFile
 from registry.services.gates import GATE_TYPES
 from registry.services.gates import OPS as GATE_OPS
+from registry.services.monitoring.monitors import METRICS as MONITOR_METRICS
+from registry.services.monitoring.monitors import OPS as MONITOR_OPS
 
 # --- shared pieces -------------------------------------------------------------------
 
@@ -76,7 +77,7 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_latest_version(self, obj) -> int | None:
         return obj.last_version_number or None
 
@@ -362,6 +363,11 @@ class GateSerializer(serializers.Serializer):
     op = serializers.ChoiceField(choices=list(GATE_OPS), required=False)
     value = serializers.FloatField(required=False)
     higher_is_better = serializers.BooleanField(required=False)
+    # healthy_in: the version's own traffic in another environment (see services/gates.py).
+    environment = serializers.CharField(required=False)
+    min_requests = serializers.IntegerField(required=False, min_value=0)
+    max_error_rate = serializers.FloatField(required=False, min_value=0, max_value=1)
+    no_firing_alerts = serializers.BooleanField(required=False)
 
 
 class EnvironmentSerializer(serializers.Serializer):
@@ -415,12 +421,12 @@ class PromotionSerializer(serializers.Serializer):
     def get_requested_by(self, obj) -> str | None:
         return _username(obj.requested_by)
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_current_version(self, obj) -> int | None:
         live = self.context.get("live", {}).get((obj.model_id, obj.environment.name))
         return live
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_previous_version(self, obj) -> int | None:
         return obj.previous_version.number if obj.previous_version else None
 
@@ -501,3 +507,73 @@ class FeedbackBatchSerializer(serializers.Serializer):
 class IngestResultSerializer(serializers.Serializer):
     accepted = serializers.IntegerField(help_text="Records stored by this request.")
     duplicates = serializers.IntegerField(help_text="Records already stored (same request id).")
+
+
+# --- monitoring: monitors, alerts, windows -------------------------------------------
+
+
+class MonitorSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    model = serializers.CharField(source="model.name")
+    environment = serializers.CharField()
+    metric = serializers.CharField()
+    op = serializers.CharField()
+    value = serializers.FloatField()
+    window = serializers.IntegerField(source="window_seconds", help_text="Seconds.")
+    min_samples = serializers.IntegerField()
+    enabled = serializers.BooleanField()
+    created_by = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_created_by(self, obj) -> str | None:
+        return _username(obj.created_by)
+
+
+class MonitorWriteSerializer(serializers.Serializer):
+    model = serializers.CharField(required=False, help_text="Required when creating.")
+    environment = serializers.CharField(required=False)
+    metric = serializers.ChoiceField(choices=list(MONITOR_METRICS), required=False)
+    op = serializers.ChoiceField(choices=list(MONITOR_OPS), required=False)
+    value = serializers.FloatField(required=False)
+    window = serializers.IntegerField(required=False, help_text="Seconds.")
+    min_samples = serializers.IntegerField(required=False, min_value=0)
+    enabled = serializers.BooleanField(required=False)
+
+
+class AlertSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    monitor = serializers.IntegerField(source="monitor_id")
+    model = serializers.CharField(source="monitor.model.name")
+    environment = serializers.CharField(source="monitor.environment")
+    metric = serializers.CharField(source="monitor.metric")
+    rule = serializers.SerializerMethodField()
+    state = serializers.CharField()
+    value = serializers.FloatField(allow_null=True)
+    detail = serializers.DictField()
+    fired_at = serializers.DateTimeField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+
+    def get_rule(self, obj) -> str:
+        return f"{obj.monitor.metric} {obj.monitor.op} {obj.monitor.value:g}"
+
+
+class MonitoringWindowSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    environment = serializers.CharField()
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    error_rate = serializers.FloatField(allow_null=True)
+    latency_ms = serializers.DictField()
+    predictions = serializers.DictField()
+    drift = serializers.DictField(
+        help_text="{feature: {psi, test, statistic, p_value, drifted, baseline, live}}"
+    )
+    live_metrics = serializers.DictField()
+    offline_metrics = serializers.DictField()
+    labelled = serializers.IntegerField()
+
+
+class VersionMonitoringSerializer(serializers.Serializer):
+    baseline = serializers.DictField(allow_null=True)
+    windows = MonitoringWindowSerializer(many=True)

@@ -55,4 +55,10 @@ urlpatterns = [
         name="monitoring-predictions",
     ),
     path("monitoring/feedback/", monitoring.FeedbackIngest.as_view(), name="monitoring-feedback"),
+    path(
+        version + "monitoring/", monitoring.VersionMonitoring.as_view(), name="version-monitoring"
+    ),
+    path("monitors/", monitoring.MonitorList.as_view(), name="monitors"),
+    path("monitors/<int:monitor_id>/", monitoring.MonitorDetail.as_view(), name="monitor"),
+    path("alerts/", monitoring.AlertList.as_view(), name="alerts"),
 ]

@@ -123,7 +123,7 @@ def _version(call: Call) -> ModelVersion:
     number = call.get("version")
     if isinstance(number, int) and not isinstance(number, bool):
         number = str(number)
-    if not isinstance(number, str) or not number.isdigit():
+    if not isinstance(number, str) or not (number.isascii() and number.isdigit()):
         raise invalid("Parameter 'version' must be a version number.")
     found = (
         ModelVersion.objects.filter(model=model, number=int(number))
@@ -449,7 +449,7 @@ def search_model_versions(call: Call) -> dict:
             queryset = queryset.filter(model__name=value)
         elif key == "run_id" and op == "=":
             queryset = queryset.filter(lineage__run_id=value)
-        elif key == "version_number" and op == "=" and value.isdigit():
+        elif key == "version_number" and op == "=" and value.isascii() and value.isdigit():
             queryset = queryset.filter(number=int(value))
 
     def field(version, key):
@@ -505,7 +505,7 @@ def set_registered_model_alias(call: Call) -> dict:
     model = _model(call.required("name"))
     alias = call.required("alias")
     version = call.get("version")
-    if isinstance(version, str) and version.isdigit():
+    if isinstance(version, str) and version.isascii() and version.isdigit():
         version = int(version)
     if is_protected(alias):
         raise _protected(alias)

@@ -62,7 +62,7 @@ def _version_at(path: str) -> tuple[ModelVersion, str] | None:
     if parts[0] != VERSIONS_ROOT or len(parts) < 3:
         return None
     name, number, rest = parts[1], parts[2], "/".join(parts[3:])
-    if not number.isdigit():
+    if not (number.isascii() and number.isdigit()):
         raise NotFound(f"No artifacts at '{path}'.", {"path": path})
     version = (
         ModelVersion.objects.filter(model__name=name, number=int(number))
@@ -204,7 +204,7 @@ def resolve_source(source: object) -> list[tuple[str, BlobInfo]]:
     if parts.scheme == "models":
         path = _source_path(source, parts)
         name, sep, number = path.rpartition("/")
-        if not sep or not number.isdigit():
+        if not sep or not (number.isascii() and number.isdigit()):
             raise InvalidInput(
                 "A models: source must be 'models:/<model>/<version number>'.", {"source": source}
             )

@@ -3,13 +3,20 @@
 Evaluated when a promotion is requested and again right before it executes. Every
 protected environment also refuses a version whose scan is `unsafe` or `error`, whether
 or not its policy lists a scan gate.
+
+`healthy_in` is fed by monitoring: the candidate version's own aggregated traffic in
+another environment (e.g. staging) and the model's firing alerts there. A blocked promotion
+is final; asking again (a new request) evaluates every gate afresh, and an approved one is
+re-checked right before its alias moves, so a version whose staging alerts start firing
+after approval is still stopped.
 """
 
 import operator
+import re
 from typing import Any
 
 from registry.errors import InvalidInput
-from registry.models import Alias, Environment, ModelVersion
+from registry.models import ALIAS_PATTERN, Alias, Environment, ModelVersion
 
 OPS = {
     ">=": operator.ge,
@@ -26,7 +33,9 @@ GATE_TYPES = {
     "metric",
     "metric_not_worse",
     "signature_compatible",
+    "healthy_in",
 }
+HEALTHY_IN_FIELDS = {"type", "environment", "min_requests", "max_error_rate", "no_firing_alerts"}
 LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse", "latency", "perplexity")
 
 
@@ -57,7 +66,31 @@ def validate_gates(gates: Any) -> list[dict]:
             and not isinstance(gate["metric"], str)
         ):
             raise InvalidInput(f"gates[{index}]: 'metric' must be a string.", {"index": index})
+        if gate["type"] == "healthy_in":
+            _validate_healthy_in(gate, index)
     return gates
+
+
+def _validate_healthy_in(gate: dict, index: int) -> None:
+    def bad(message: str):
+        return InvalidInput(f"gates[{index}]: {message}", {"index": index})
+
+    unknown = set(gate) - HEALTHY_IN_FIELDS
+    if unknown:
+        raise bad(f"unknown fields {', '.join(sorted(map(str, unknown)))} in a healthy_in gate.")
+    environment = gate.get("environment")
+    if not isinstance(environment, str) or not re.fullmatch(ALIAS_PATTERN, environment):
+        raise bad("a healthy_in gate needs the 'environment' whose traffic counts.")
+    requests = gate.get("min_requests", 0)
+    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 0:
+        raise bad("'min_requests' must be a whole number, 0 or more.")
+    rate = gate.get("max_error_rate")
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1
+    ):
+        raise bad("'max_error_rate' must be a number from 0 to 1.")
+    if not isinstance(gate.get("no_firing_alerts", False), bool):
+        raise bad("'no_firing_alerts' must be true or false.")
 
 
 def live_version(model_id: int, environment: Environment) -> ModelVersion | None:
@@ -160,6 +193,42 @@ def _signature_compatible(version, gate, live):
     return _result(gate, ok, detail)
 
 
+def _healthy_in(version, gate, live):
+    from .monitoring import query  # monitoring reads the registry, not the other way round
+
+    environment = gate["environment"]
+    wanted = gate.get("min_requests", 0)
+    served = query.traffic(version, environment)
+    requests, errors = served["requests"], served["errors"]
+    problems, evidence = [], [f"served {requests} of {wanted} requests in {environment}"]
+    if requests < wanted:
+        problems.append("too little traffic")
+    rate = errors / requests if requests else None
+    limit = gate.get("max_error_rate")
+    if rate is None:
+        evidence.append("no error rate yet")
+    else:
+        bound = f" (max {limit:.2%})" if limit is not None else ""
+        evidence.append(f"error rate {rate:.2%}{bound}")
+        if limit is not None and rate > limit:
+            problems.append("error rate too high")
+    if gate.get("no_firing_alerts"):
+        alerts = list(query.firing_alerts(model=version.model.name, environment=environment))
+        if alerts:
+            named = "; ".join(
+                f"{a.monitor.metric} {a.monitor.op} {a.monitor.value:g} (value "
+                f"{'none' if a.value is None else f'{a.value:.4g}'})"
+                for a in alerts[:3]
+            )
+            evidence.append(f"{len(alerts)} alert{'s' * (len(alerts) > 1)} firing: {named}")
+            problems.append("alerts firing")
+        else:
+            evidence.append("no alerts firing")
+    result = _result(gate, not problems, "; ".join(evidence))
+    result.update(requests=requests, errors=errors, error_rate=rate)
+    return result
+
+
 CHECKS = {
     "scan_clean": _scan_clean,
     "package_ready": _package_ready,
@@ -167,6 +236,7 @@ CHECKS = {
     "metric": _metric,
     "metric_not_worse": _metric_not_worse,
     "signature_compatible": _signature_compatible,
+    "healthy_in": _healthy_in,
 }
 
 

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import time
 
+from django.conf import settings
 from django.db import transaction
 
 from registry import packaging, scanner
@@ -25,10 +26,16 @@ KIND = "process_version"
 
 
 class Heartbeat:
-    """Keeps the job's lease alive during long loops, at most one write every few seconds."""
+    """Keeps the job's lease alive during long loops, at most one write every few seconds.
 
-    def __init__(self, kind: str, ref_id: int, every: float = 5.0):
-        self.kind, self.ref_id, self.every = kind, ref_id, every
+    It beats three times per lease at least: a lease that ran out mid-run would let the
+    reconciler start the same pipeline again beside this one.
+    """
+
+    def __init__(self, kind: str, ref_id: int, every: float | None = None):
+        lease = settings.MODELGATE_JOB_LEASE_SECONDS
+        self.kind, self.ref_id = kind, ref_id
+        self.every = every if every is not None else min(5.0, lease / 3)
         self._last = time.monotonic()
 
     def __call__(self) -> None:

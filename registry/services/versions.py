@@ -28,7 +28,7 @@ def resolve_version(model: RegisteredModel, ref: str | int) -> ModelVersion:
     """A version by number, `@alias`, or `latest` (the newest ready version)."""
     ref = str(ref)
     versions = ModelVersion.objects.filter(model=model).select_related("model")
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         found = versions.filter(number=int(ref)).first()
     elif ref == "latest":
         found = versions.filter(state=State.READY).order_by("-number").first()

@@ -5,6 +5,7 @@ key or which backend is behind it. Resumable uploads are staged under an opaque 
 id (allocated by the caller with `new_upload_id`) until `finish_upload` verifies them.
 """
 
+import contextlib
 import re
 import secrets
 from abc import ABC, abstractmethod
@@ -21,6 +22,10 @@ _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 class BlobInfo:
     sha256: str
     size: int
+
+
+class BlobCorrupt(OSError):
+    """Stored bytes failed their integrity check; they are never returned as good."""
 
 
 def check_digest(digest: str) -> str:
@@ -56,10 +61,24 @@ class BlobWriter(ABC):
     def abort(self) -> None: ...
 
 
+def unguarded(digest: str, exclusive: bool = False):
+    return contextlib.nullcontext()
+
+
 class BlobStore(ABC):
+    # Whether blobs are encrypted at rest (see encrypted.py); the readiness check warns if not.
+    encrypted: bool = False
+    # How writers (shared) and the garbage collector (exclusive) serialize on one blob:
+    # get_store() sets guard.blob_lock; a store built on its own (tests, benchmarks) has none.
+    blob_lock = staticmethod(unguarded)
+
     @abstractmethod
     def writer(self, max_size: int | None = None) -> BlobWriter:
         """Start a new blob; nothing is visible under its address until commit."""
+
+    def _writer_for(self, max_size: int | None, expected_sha256: str | None) -> BlobWriter:
+        # A backend may write straight under the blob's final name when it is known.
+        return self.writer(max_size=max_size)
 
     def put(
         self,
@@ -70,7 +89,7 @@ class BlobStore(ABC):
         max_size: int | None = None,
     ) -> BlobInfo:
         """Store everything `stream` yields until EOF, hashing it on the way."""
-        writer = self.writer(max_size=max_size)
+        writer = self._writer_for(max_size, expected_sha256)
         try:
             while chunk := stream.read(CHUNK_SIZE):
                 writer.write(chunk)
@@ -104,6 +123,10 @@ class BlobStore(ABC):
     def digests(self) -> Iterator[str]:
         """Every stored blob's digest (for verify and garbage collection)."""
 
+    def presigned_url(self, digest: str, filename: str, seconds: int) -> str | None:
+        """A short-lived URL serving the blob directly, where the backend can offer one."""
+        return None
+
     # Resumable uploads -------------------------------------------------------------
     @abstractmethod
     def write_part(self, upload_id: str, offset: int, stream: BinaryIO, length: int) -> None:
@@ -119,3 +142,33 @@ class BlobStore(ABC):
 
     @abstractmethod
     def abort_upload(self, upload_id: str) -> None: ...
+
+    # Care: what garbage collection and backups need (registry/services/store_care.py) --
+    # Every publish or deduplication onto a blob "touches" it under guard.blob_lock, so the
+    # collector can tell a blob an upload has just landed on from one nobody wants.
+    @abstractmethod
+    def last_touched(self, digest: str) -> float | None:
+        """When the blob was last written or deduplicated onto (epoch seconds), or None."""
+
+    @abstractmethod
+    def staged_uploads(self) -> Iterator[tuple[str, float]]:
+        """(upload id, when its last part was written) of every staged upload."""
+
+    @abstractmethod
+    def leftovers(self) -> Iterator[tuple[str, float]]:
+        """(name, last written) of stored things no blob or upload can use."""
+
+    @abstractmethod
+    def remove_leftover(self, name: str) -> None: ...
+
+    @abstractmethod
+    def stored_objects(self, digest: str) -> list[str]:
+        """Names of what a blob is stored as (itself, and its key records if encrypted)."""
+
+    @abstractmethod
+    def read_stored(self, name: str) -> BinaryIO:
+        """One of those objects exactly as stored (ciphertext stays ciphertext)."""
+
+    @abstractmethod
+    def write_stored(self, name: str, stream: BinaryIO) -> None:
+        """Put back an object read with `read_stored` (restoring a backup)."""

@@ -4,8 +4,10 @@ Bytes go to a temporary file on the store's own file system while they are hashe
 fsynced, and are renamed into place, so a blob's name never shows partial content.
 """
 
+import contextlib
 import hashlib
 import os
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from .base import (
     check_digest,
     check_upload_id,
 )
+from .objects import ObjectStore, ObjectWriter
 
 
 class _LimitedReader:
@@ -125,12 +128,17 @@ class LocalBlobStore(BlobStore):
 
     def _publish(self, tmp: Path, digest: str) -> None:
         final = self._blob_path(digest)
-        if final.exists():  # identical content is stored once
-            tmp.unlink(missing_ok=True)
-            return
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        with self.blob_lock(digest):  # see guard.py: GC cannot delete it under our feet
+            if final.exists():  # identical content is stored once; touch it for GC
+                try:
+                    os.utime(final)
+                    tmp.unlink(missing_ok=True)
+                    return
+                except FileNotFoundError:  # deleted by hand meanwhile: store ours
+                    pass
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
 
     # Blobs ---------------------------------------------------------------------------
     def writer(self, max_size: int | None = None) -> BlobWriter:
@@ -208,6 +216,51 @@ class LocalBlobStore(BlobStore):
             self._hashers.pop(upload_id, None)
         self._upload_path(upload_id).unlink(missing_ok=True)
 
+    # Care (registry/services/store_care.py): a blob's mtime is its last touch -----------
+    def last_touched(self, digest: str) -> float | None:
+        try:
+            return self._blob_path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def staged_uploads(self) -> Iterator[tuple[str, float]]:
+        for path in (self.root / "uploads").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                yield path.name, path.stat().st_mtime
+
+    def leftovers(self) -> Iterator[tuple[str, float]]:
+        for path in (self.root / "tmp").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                yield f"tmp/{path.name}", path.stat().st_mtime
+
+    def remove_leftover(self, name: str) -> None:
+        folder, _, leaf = name.partition("/")
+        if folder != "tmp" or not leaf or "/" in leaf or leaf in (".", ".."):
+            raise ValueError(f"not a leftover: {name!r}")
+        (self.root / "tmp" / leaf).unlink(missing_ok=True)
+
+    def stored_objects(self, digest: str) -> list[str]:
+        self._blob_path(digest)  # validates the digest
+        return [f"sha256/{digest[:2]}/{digest[2:4]}/{digest}"]
+
+    def _stored_path(self, name: str) -> Path:
+        digest = name.rsplit("/", 1)[-1]
+        if name != f"sha256/{digest[:2]}/{digest[2:4]}/{digest}":
+            raise ValueError(f"not a blob of this store: {name!r}")
+        return self._blob_path(digest)
+
+    def read_stored(self, name: str) -> BinaryIO:
+        return open(self._stored_path(name), "rb")
+
+    def write_stored(self, name: str, stream: BinaryIO) -> None:
+        final, tmp = self._stored_path(name), self._tmp_path()
+        with open(tmp, "xb") as file:
+            shutil.copyfileobj(stream, file, CHUNK_SIZE)
+            file.flush()
+            os.fsync(file.fileno())
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
     def _take_hasher(self, upload_id: str, offset: int):
         if offset == 0:
             return hashlib.sha256()
@@ -239,3 +292,117 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _FileObjectWriter(ObjectWriter):
+    def __init__(self, objects: "LocalObjects"):
+        self._objects = objects
+        self._tmp = objects.root / "tmp" / f"{os.getpid()}-{os.urandom(12).hex()}"
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self._flushed = False
+
+    def write(self, data: bytes) -> None:
+        self._flushed = False
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def flush(self) -> None:
+        if not self._flushed:
+            os.fsync(self._fd)
+            self._flushed = True
+
+    def publish(self, name: str, overwrite: bool = False) -> bool:
+        self.flush()
+        os.close(self._fd)
+        self._fd = -1
+        final = self._objects._path(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if overwrite:
+                os.replace(self._tmp, final)
+            else:
+                # link() fails if the name exists: the first complete copy wins, and a
+                # reader never sees one object's bytes swapped for another's.
+                try:
+                    os.link(self._tmp, final)
+                except FileExistsError:
+                    return False
+            _fsync_dir(final.parent)
+            return True
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._tmp.unlink(missing_ok=True)
+
+
+class LocalObjects(ObjectStore):
+    """Named objects as files under `root`, written to tmp/ and renamed or linked into place.
+
+    Used under encryption (`ContentStore(EncryptedObjects(LocalObjects(root)))`); the plain
+    local store above keeps its faster single-file staging.
+    """
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root).resolve()
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        # Names are built by this package, never taken from a request; refuse anything odd.
+        parts = name.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"not an object name: {name!r}")
+        return self.root.joinpath(*parts)
+
+    def writer(self, target: str | None = None) -> ObjectWriter:
+        return _FileObjectWriter(self)
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        file = open(self._path(name), "rb")  # noqa: SIM115 - returned to the caller
+        file.seek(offset)
+        if length is None:
+            return file
+        return _LimitedReader(file, length)  # type: ignore[return-value]
+
+    def size(self, name: str) -> int:
+        return self._path(name).stat().st_size
+
+    def modified(self, name: str) -> float:
+        return self._path(name).stat().st_mtime
+
+    def touch(self, name: str) -> None:
+        # A time stamp, not data: no fsync (after a crash a blob only looks older to GC,
+        # and the in-flight window is far longer than a reboot).
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def entries(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        for name, _ in self.list(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                stat = self._path(name).stat()
+                yield name, stat.st_size, stat.st_mtime
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        if not prefix.endswith("/"):
+            raise ValueError("a prefix names a folder and ends with '/'")
+        shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
+
+    def list(self, prefix: str, start_after: str = "") -> Iterator[tuple[str, int]]:
+        if not prefix.endswith("/"):
+            raise ValueError("a prefix names a folder and ends with '/'")
+        base = self._path(prefix.rstrip("/"))
+        for path in base.rglob("*"):
+            name = path.relative_to(self.root).as_posix()
+            if name > start_after and path.is_file():
+                yield name, path.stat().st_size

@@ -15,7 +15,7 @@ from registry.services import promotions
 from registry.services.promotions import may_review, reviewable_by
 from webui.comparison import compare
 
-from .versions import lineage_rows
+from .versions import explanation_context, lineage_rows
 
 State = Promotion.State
 # States the promotion page keeps polling through; any other state is settled.
@@ -120,6 +120,7 @@ def review_page(request: HttpRequest, promotion_id: int) -> HttpResponse:
         "moving": promotion.state in MOVING_STATES,
         "status_url": reverse("webui:promotion-status", args=[promotion.pk]),
         "lineage": lineage_rows(candidate),
+        **explanation_context(candidate, live),
     }
     return render(request, "webui/review.html", context)
 

@@ -36,6 +36,8 @@ COMMON_EVENTS = [
     "promotion.blocked",
     "promotion.failed",
     "alias.moved",
+    "monitor.alert.fired",
+    "monitor.alert.resolved",
     "*",
 ]
 OP_SYMBOLS = {">=": "≥", "<=": "≤", "!=": "≠", "==": "=", ">": ">", "<": "<"}
@@ -44,6 +46,7 @@ GATE_NAMES = {
     "package_ready": "package built",
     "checksums_verified": "checksums verified",
     "signature_compatible": "signature compatible with live",
+    "healthy_in": "healthy in an earlier environment",
 }
 NEW = "__new__"
 

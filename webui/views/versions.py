@@ -6,6 +6,7 @@ from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from registry.errors import RegistryError
@@ -20,6 +21,7 @@ from registry.models import (
 )
 from registry.services import access, promotions
 from registry.services.versions import PIPELINE_STEPS
+from webui.charts import importance_chart, importance_rows
 from webui.markdown import render_model_card
 
 STEP_LABELS = {
@@ -133,8 +135,24 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
             else None
         ),
         "status_url": reverse("webui:version-status", args=[model.name, number]),
+        **explanation_context(version),
     }
     return render(request, "webui/version.html", context)
+
+
+def explanation_context(version: ModelVersion, live: ModelVersion | None = None) -> dict:
+    """The explanations chart and table; with `live`, diffed against the live version's."""
+    compare = live is not None
+    rows = importance_rows(version.explanations, live.explanations if compare else None)
+    title = f"Feature importance of v{version.number}" + (
+        f" against live v{live.number}" if compare else ""
+    )
+    return {
+        "explanations": version.explanations,
+        "importance": rows,
+        # charts.py escapes every piece of text it draws
+        "importance_svg": mark_safe(importance_chart(rows, compare=compare, title=title)),  # noqa: S308
+    }
 
 
 @login_required

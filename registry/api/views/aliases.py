@@ -33,7 +33,7 @@ def _if_match(request) -> int | None:
     if raw is None:
         return None
     value = raw.strip().strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise InvalidInput('If-Match must be the current version number, e.g. "3".')
     return int(value)
 

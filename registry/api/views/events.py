@@ -40,7 +40,7 @@ class EventList(generics.GenericAPIView):
         if params.get("actor"):
             queryset = queryset.filter(actor_name=params["actor"])
         if params.get("version"):
-            if not params["version"].isdigit():
+            if not (params["version"].isascii() and params["version"].isdigit()):
                 raise InvalidInput("'version' must be a number.")
             queryset = queryset.filter(version_number=int(params["version"]))
         if params.get("since"):

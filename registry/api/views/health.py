@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from registry.storage import get_store
+from registry.storage import ENCRYPTION_OFF_WARNING, get_store
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ def readyz(request):
         except Exception as exc:
             log.warning("readiness check %s failed: %s", name, exc)
             checks[name], ok = f"error: {type(exc).__name__}", False
-    return JsonResponse(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
-    )
+    body = {"status": "ok" if ok else "unavailable", "checks": checks}
+    if checks["storage"] == "ok":
+        encrypted = get_store().encrypted
+        body["encryption"] = "on" if encrypted else "off"
+        if not encrypted:  # fine on a laptop, a finding anywhere else
+            body["warnings"] = [ENCRYPTION_OFF_WARNING]
+    return JsonResponse(body, status=200 if ok else 503)

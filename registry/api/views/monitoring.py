@@ -1,22 +1,33 @@
-"""/api/v1/monitoring/ — what serving processes send: prediction records and feedback.
+"""/api/v1/monitoring/ — what serving processes send: prediction records and feedback;
+and what monitoring makes of it: a version's windows, monitors and alerts.
 
-Only ingest tokens may write here (the service checks), and they may do nothing else.
+Only ingest tokens may write records (the service checks), and they may do nothing else:
+reads need the `read` scope, which an ingest token never carries.
 The body is read here under MODELGATE_INGEST_MAX_BYTES rather than by DRF's parser, so an
 oversized batch gets a clear 413 instead of Django's generic 400.
 """
 
-import json
-
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from registry.errors import InvalidInput, TooLarge
-from registry.services.monitoring import ingest
+from registry.models import Alert, Monitor
+from registry.services import access
+from registry.services.monitoring import ingest, monitors, query
 
-from ..serializers import FeedbackBatchSerializer, IngestResultSerializer, PredictionBatchSerializer
-from .common import errors
+from ..serializers import (
+    AlertSerializer,
+    FeedbackBatchSerializer,
+    IngestResultSerializer,
+    MonitorSerializer,
+    MonitorWriteSerializer,
+    PredictionBatchSerializer,
+    VersionMonitoringSerializer,
+)
+from .common import errors, json_object, model_and_version
 
 READ_BLOCK = 1024 * 1024
 
@@ -30,12 +41,9 @@ class _RawJson:
         raise InvalidInput("The body is read by the view.")
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def read_batch(request) -> object:
-    """The JSON body, or TooLarge past MODELGATE_INGEST_MAX_BYTES."""
+def read_batch(request) -> tuple[object, list[str] | None]:
+    """The JSON body, parsed once, with each record's own text (ingest.load_batch); or
+    TooLarge past MODELGATE_INGEST_MAX_BYTES."""
     from django.conf import settings
 
     limit = settings.MODELGATE_INGEST_MAX_BYTES
@@ -43,7 +51,7 @@ def read_batch(request) -> object:
     too_large = TooLarge(
         f"The body is larger than {limit} bytes; send smaller batches.", {"max_bytes": limit}
     )
-    if length.isdigit() and int(length) > limit:
+    if length.isascii() and length.isdigit() and int(length) > limit:
         raise too_large
     raw = request._request  # the WSGI stream, read without Django's in-memory body cap
     chunks, size = [], 0
@@ -52,10 +60,9 @@ def read_batch(request) -> object:
         size += len(block)
         if size > limit:
             raise too_large
-    try:
-        return json.loads(b"".join(chunks), parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+    data = b"".join(chunks)
+    del chunks
+    return ingest.load_batch(data)
 
 
 class PredictionIngest(APIView):
@@ -68,7 +75,7 @@ class PredictionIngest(APIView):
         responses={202: IngestResultSerializer, **errors(400, 413)},
     )
     def post(self, request):
-        result = ingest.ingest_predictions(request.auth, read_batch(request))
+        result = ingest.ingest_predictions(request.auth, *read_batch(request))
         return Response(result, status=status.HTTP_202_ACCEPTED)
 
 
@@ -82,5 +89,129 @@ class FeedbackIngest(APIView):
         responses={202: IngestResultSerializer, **errors(400, 413)},
     )
     def post(self, request):
-        result = ingest.ingest_feedback(request.auth, read_batch(request))
+        result = ingest.ingest_feedback(request.auth, read_batch(request)[0])
         return Response(result, status=status.HTTP_202_ACCEPTED)
+
+
+# --- reading monitoring --------------------------------------------------------------
+
+
+def _time(request, name: str):
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    at = parse_datetime(raw)
+    if at is None or at.tzinfo is None:
+        raise InvalidInput(
+            f"'{name}' must be an RFC 3339 time with a zone, e.g. 2025-01-02T03:04:05Z.",
+            {"field": name},
+        )
+    return at
+
+
+class VersionMonitoring(APIView):
+    @extend_schema(
+        operation_id="versions_monitoring",
+        parameters=[
+            OpenApiParameter("environment", str, description="Only this environment."),
+            OpenApiParameter("since", str, description="RFC 3339; default: a day ago."),
+            OpenApiParameter("until", str, description="RFC 3339; windows starting before."),
+        ],
+        responses={200: VersionMonitoringSerializer, **errors(400, 404)},
+    )
+    def get(self, request, name, ref):
+        _, version = model_and_version(name, ref)
+        environment = request.query_params.get("environment") or None
+        return Response(
+            query.version_monitoring(
+                version,
+                environment=environment,
+                since=_time(request, "since"),
+                until=_time(request, "until"),
+            )
+        )
+
+
+MONITOR_LEVELS = {"POST": access.WRITE, "PATCH": access.WRITE, "DELETE": access.WRITE}
+
+
+class MonitorList(APIView):
+    access_levels = MONITOR_LEVELS
+
+    @extend_schema(
+        operation_id="monitors_list",
+        parameters=[OpenApiParameter("model", str), OpenApiParameter("environment", str)],
+        responses={200: MonitorSerializer(many=True)},
+    )
+    def get(self, request):
+        found = Monitor.objects.select_related("model", "created_by")
+        if request.query_params.get("model"):
+            found = found.filter(model__name=request.query_params["model"])
+        if request.query_params.get("environment"):
+            found = found.filter(environment=request.query_params["environment"])
+        return Response(MonitorSerializer(found, many=True).data)
+
+    @extend_schema(
+        operation_id="monitors_create",
+        request=MonitorWriteSerializer,
+        responses={201: MonitorSerializer, **errors(400)},
+    )
+    def post(self, request):
+        monitor = monitors.create_monitor(request.user, json_object(request))
+        return Response(MonitorSerializer(monitor).data, status=status.HTTP_201_CREATED)
+
+
+class MonitorDetail(APIView):
+    access_levels = MONITOR_LEVELS
+
+    @extend_schema(
+        operation_id="monitors_retrieve", responses={200: MonitorSerializer, **errors(404)}
+    )
+    def get(self, request, monitor_id):
+        return Response(MonitorSerializer(monitors.get_monitor(monitor_id)).data)
+
+    @extend_schema(
+        operation_id="monitors_update",
+        request=MonitorWriteSerializer,
+        responses={200: MonitorSerializer, **errors(400, 404)},
+    )
+    def patch(self, request, monitor_id):
+        monitor = monitors.update_monitor(
+            monitors.get_monitor(monitor_id), request.user, json_object(request)
+        )
+        return Response(MonitorSerializer(monitor).data)
+
+    @extend_schema(operation_id="monitors_destroy", responses={204: None, **errors(404)})
+    def delete(self, request, monitor_id):
+        monitors.delete_monitor(monitors.get_monitor(monitor_id), request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AlertList(generics.GenericAPIView):
+    serializer_class = AlertSerializer
+
+    def get_ordering(self):
+        return ("-id",)
+
+    @extend_schema(
+        operation_id="alerts_list",
+        parameters=[
+            OpenApiParameter("state", str, enum=["firing", "resolved"]),
+            OpenApiParameter("model", str),
+            OpenApiParameter("environment", str),
+        ],
+        responses={200: AlertSerializer(many=True), **errors(400)},
+    )
+    def get(self, request):
+        state = request.query_params.get("state")
+        if state and state not in Alert.State.values:
+            raise InvalidInput("'state' must be firing or resolved.", {"field": "state"})
+        alerts = query.alert_history(
+            model=request.query_params.get("model") or None,
+            environment=request.query_params.get("environment") or None,
+            limit=None,
+        )
+        if state:
+            alerts = alerts.filter(state=state)
+        page = self.paginate_queryset(alerts)
+        return self.get_paginated_response(AlertSerializer(page, many=True).data)

@@ -179,7 +179,7 @@ class VersionFinalize(APIView):
         operation_id="versions_finalize",
         request=None,
         parameters=[REF_PARAM],
-        responses={200: VersionDetailSerializer, **errors(404, 409)},
+        responses={200: VersionDetailSerializer, **errors(400, 404, 409)},
     )
     def post(self, request, name, ref):
         _, version = model_and_version(name, ref)
@@ -192,7 +192,7 @@ class VersionArchive(APIView):
         operation_id="versions_archive",
         request=None,
         parameters=[REF_PARAM],
-        responses={200: VersionDetailSerializer, **errors(404, 409)},
+        responses={200: VersionDetailSerializer, **errors(400, 404, 409)},
     )
     def post(self, request, name, ref):
         _, version = model_and_version(name, ref)
@@ -270,7 +270,7 @@ class VersionFileView(APIView):
         _, version = model_and_version(name, ref)
         content_range = uploads.parse_content_range(request.headers.get("Content-Range"))
         length = request.META.get("CONTENT_LENGTH")
-        if not length or not length.isdigit():
+        if not length or not (length.isascii() and length.isdigit()):
             if request.headers.get("Transfer-Encoding"):
                 raise InvalidInput(
                     "Send a Content-Length; chunked transfer encoding is not "
@@ -311,7 +311,7 @@ class VersionPackage(APIView):
         parameters=[REF_PARAM],
         responses={
             (200, "application/x-tar"): OpenApiResponse(OpenApiTypes.BINARY),
-            **errors(404, 409),
+            **errors(400, 404, 409),
         },
     )
     def get(self, request, name, ref):

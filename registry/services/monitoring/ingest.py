@@ -4,17 +4,26 @@ A batch is validated whole before anything is written (a bad record: InvalidInpu
 its index, nothing stored), then inserted in one transaction with ON CONFLICT DO NOTHING,
 so a re-sent batch is stored once and its repeats are counted as duplicates. Batches are
 not audited one by one: they are data, not changes to the registry.
+
+Throughput (issue 8, bench/monitoring.py ingest) is bounded by Python work per record, so
+the common case takes shortcuts: features are checked by a few C-level passes (_plain),
+and only a record those cannot vouch for is checked value by value, which names the bad
+field. On Postgres, rows go by COPY into a temporary table, then one INSERT ... SELECT ...
+ON CONFLICT DO NOTHING; inputs and outputs are not encoded again but taken from each
+record's own JSON text (load_batch), which Postgres parses as COPY itself would.
 """
 
+import contextlib
+import io
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -34,6 +43,7 @@ MAX_OUTPUT_BYTES = 64 * 1024
 MAX_ERROR = 10_000
 FUTURE_SKEW = timedelta(days=1)  # how far ahead of our clock a record's time may be
 ROWS_PER_STATEMENT = 1000
+COPY_BLOCK = 1024 * 1024  # characters handed to COPY at a time
 PREDICTION_FIELDS = {
     "model",
     "version",
@@ -46,6 +56,73 @@ PREDICTION_FIELDS = {
     "error",
 }
 FEEDBACK_FIELDS = {"model", "request_id", "label", "value"}
+# Compact JSON as stored; allow_nan=False: never NaN/Infinity, which Postgres refuses.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_FEATURE_TYPES = frozenset({float, int, str, bool, type(None)})
+# Columns of a prediction record; the last ones may come from the record's own JSON text.
+_PREDICTION_COLUMNS = (
+    "version_number",
+    "environment",
+    "request_id",
+    "at",
+    "latency_ms",
+    "error",
+    "inputs",
+    "outputs",
+)
+_FROM_TEXT = ("inputs", "outputs")
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_BATCH_START = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"records"[ \t\n\r]*:[ \t\n\r]*\[[ \t\n\r]*')
+_BATCH_NEXT = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
+_BATCH_END = re.compile(r"[ \t\n\r]*\}[ \t\n\r]*")
+
+
+def load_batch(data: bytes) -> tuple[Any, list[str] | None]:
+    """A request body parsed, and the JSON text of each record when the body has the usual
+    shape {"records": [...]}: ingest_predictions stores inputs and outputs from those."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None  # UTF-16 or -32, which json.loads still takes; or not JSON at all
+    if text is not None and (found := _split_batch(text)) is not None:
+        return found
+    try:
+        if text is None:
+            return json.loads(data, parse_constant=_reject_constant), None
+        return _decoder.decode(text), None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+
+
+def _split_batch(text: str) -> tuple[dict, list[str]] | None:
+    """The records one by one with the JSON scanner, noting where each lies; None for any
+    other shape or a syntax error, which json.loads then reports."""
+    start = _BATCH_START.match(text)
+    if start is None:
+        return None
+    scan, index, records, texts = _decoder.scan_once, start.end(), [], []
+    try:
+        while True:
+            record, end = scan(text, index)
+            records.append(record)
+            texts.append(text[index:end])
+            after = _BATCH_NEXT.match(text, end)
+            if after is None:
+                return None
+            index = after.end()
+            if after.group(1) == "]":
+                break
+    except (StopIteration, ValueError):
+        return None
+    if _BATCH_END.fullmatch(text, index) is None:
+        return None
+    return {"records": records}, texts
 
 
 def require_ingest_token(token: Any) -> ApiToken:
@@ -100,11 +177,15 @@ def _records(payload: Any, allowed: set[str]) -> list[dict]:
 def _text(value: Any, field: str, limit: int = MAX_STRING) -> str:
     if not isinstance(value, str) or len(value) > limit or "\x00" in value:
         raise _Bad(f"must be a string of at most {limit} characters, without NUL", field)
+    if not value.isascii() and not _utf8(value):  # a lone surrogate: Postgres refuses it
+        raise _Bad("must be valid Unicode text", field)
     return value
 
 
 def _number(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Bad("must be a finite number", field)
+    if isinstance(value, float) and not math.isfinite(value):
         raise _Bad("must be a finite number", field)
     return value
 
@@ -163,7 +244,25 @@ def _time(value: Any, oldest: datetime, newest: datetime) -> datetime:
     return at
 
 
-def _prediction(record: dict, token: ApiToken, oldest: datetime, newest: datetime) -> tuple:
+def _times(oldest: datetime, newest: datetime) -> Callable[[Any], datetime]:
+    """_time for one batch, remembering the times it has seen: records of a batch often
+    share them, and parsing is a good part of the work per record."""
+    seen: dict[str, datetime] = {}
+
+    def parse(value: Any) -> datetime:
+        at = seen.get(value) if type(value) is str else None
+        if at is None:
+            at = _time(value, oldest, newest)
+            if len(seen) < 100_000:
+                seen[value] = at
+        return at
+
+    return parse
+
+
+def _prediction(
+    record: dict, token: ApiToken, times: Callable[[Any], datetime], encode: bool
+) -> tuple:
     version = record.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise _Bad("must be a version number", "version")
@@ -173,65 +272,179 @@ def _prediction(record: dict, token: ApiToken, oldest: datetime, newest: datetim
     if not isinstance(environment, str) or not _ENVIRONMENT.match(environment):
         raise _Bad("is required: an environment name such as 'staging'", "environment")
     inputs = record.get("inputs", {})
-    if not isinstance(inputs, dict) or len(inputs) > MAX_FEATURES:
-        raise _Bad(f"must be an object of at most {MAX_FEATURES} features", "inputs")
-    for key, value in inputs.items():
-        _text(key, "inputs", 250)
-        _scalar(value, f"inputs.{key}")
+    _inputs(inputs)
     outputs = record.get("outputs", {})
     if not isinstance(outputs, dict):
         raise _Bad("must be an object", "outputs")
     _json(outputs, "outputs")
-    outputs_json = json.dumps(outputs, separators=(",", ":"))
+    outputs_json = _encode(outputs)
     if len(outputs_json) > MAX_OUTPUT_BYTES:
         raise _Bad(f"is larger than {MAX_OUTPUT_BYTES} bytes", "outputs")
     latency = record.get("latency_ms")
-    if latency is not None and _number(latency, "latency_ms") < 0:
-        raise _Bad("must not be negative", "latency_ms")
+    if latency is not None:
+        if _number(latency, "latency_ms") < 0:
+            raise _Bad("must not be negative", "latency_ms")
+        try:
+            latency = float(latency)  # the column is a double
+        except OverflowError:
+            raise _Bad("must be a finite number", "latency_ms") from None
     error = record.get("error")
     error = "" if error is None else _text(error, "error", MAX_ERROR)
-    return (
+    row = (
         version,
         environment,
         _request_id(record.get("request_id")),
-        _time(record.get("at"), oldest, newest),
-        json.dumps(inputs, separators=(",", ":")),
-        outputs_json,
+        times(record.get("at")),
         latency,
         error,
     )
+    # Encoding 50 floats back to JSON costs more than all the checks: skipped when
+    # Postgres takes inputs and outputs from the batch's own JSON text.
+    return (*row, _encode(inputs), outputs_json) if encode else row
 
 
-def _insert(table: str, columns: Sequence[str], rows: Iterable[tuple]) -> int:
-    """Multi-row INSERT ... ON CONFLICT DO NOTHING; returns how many rows were new."""
-    rows = list(rows)
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+def _inputs(inputs: Any) -> None:
+    """Features are flat: names of at most 250 characters to scalars."""
+    if not isinstance(inputs, dict) or len(inputs) > MAX_FEATURES:
+        raise _Bad(f"must be an object of at most {MAX_FEATURES} features", "inputs")
+    if not _plain(inputs):
+        for key, value in inputs.items():  # value by value, to name what is wrong
+            _text(key, "inputs", 250)
+            _scalar(value, f"inputs.{key}")
+
+
+def _plain(inputs: dict) -> bool:
+    """Whether the features are surely fine, by a few C-level passes over them rather than
+    calls per value (the common case); False only means "check them one by one"."""
+    values = inputs.values()
+    types = set(map(type, values))
+    if not types <= _FEATURE_TYPES:
+        return False
+    try:
+        names = "".join(inputs)
+    except TypeError:  # a name that is not a string
+        return False
+    # A sum of finite floats is finite, unless it overflows (then: one by one).
+    floats = values if len(types) == 1 else [v for v in values if type(v) is float]
+    if float in types and not math.isfinite(sum(floats)):
+        return False
+    texts = names
+    if str in types:
+        strings = [v for v in values if type(v) is str]
+        if max(map(len, strings)) > MAX_STRING:
+            return False
+        texts += "".join(strings)
+    return (
+        (len(names) <= 250 or max(map(len, inputs)) <= 250)
+        and "\x00" not in texts
+        and (texts.isascii() or _utf8(texts))
+    )
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def _copy_text(value: Any) -> str:
+    """A value in the text format of COPY: \\N is NULL; backslash, tab and newlines escaped."""
+    if value is None:
+        return "\\N"
+    if type(value) is str:
+        return (
+            value.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)  # int, float: repr round-trips exactly
+
+
+def _insert(
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[tuple],
+    fixed: dict,
+    from_record: Sequence[str] = (),
+) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING of `rows` (values of `columns`), with the `fixed`
+    values in every row; returns how many rows were new. Call inside a transaction.
+
+    Postgres only: with `from_record`, each row ends with its record's JSON text, and those
+    columns are the record's fields of the same name."""
     names = ", ".join(columns)
-    inserted = 0
+    every = ", ".join([*fixed, *columns, *from_record])
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), ROWS_PER_STATEMENT):
-            chunk = rows[start : start + ROWS_PER_STATEMENT]
-            cursor.execute(
-                f'INSERT INTO "{table}" ({names}) VALUES '  # noqa: S608 - fixed names
-                + ", ".join([placeholders] * len(chunk))
-                + " ON CONFLICT DO NOTHING",
-                [value for row in chunk for value in row],
-            )
-            inserted += cursor.rowcount
+        if connection.vendor != "postgresql":
+            return _insert_values(cursor, table, every, [(*fixed.values(), *row) for row in rows])
+        # COPY is the fastest way in, but knows no ON CONFLICT: it fills a temporary table
+        # of the same column types, which one INSERT then moves over.
+        record = ", NULL::jsonb AS record" if from_record else ""
+        copy_of = f'SELECT {names}{record} FROM "{table}" WITH NO DATA'  # noqa: S608 - fixed names
+        cursor.execute(f"CREATE TEMP TABLE ingest_rows ON COMMIT DROP AS {copy_of}")
+        buffer = io.StringIO()
+        for row in rows:
+            buffer.write("\t".join(map(_copy_text, row)))
+            buffer.write("\n")
+        buffer.seek(0)
+        copied = f"{names}, record" if from_record else names
+        with connection.wrap_database_errors:  # as Django's execute does: DataError etc.
+            cursor.copy_expert(f"COPY ingest_rows ({copied}) FROM STDIN", buffer, COPY_BLOCK)
+        del buffer
+        taken = "".join(f", COALESCE(record -> '{name}', '{{}}'::jsonb)" for name in from_record)
+        cursor.execute(
+            f'INSERT INTO "{table}" ({every}) '  # noqa: S608 - fixed names
+            f"SELECT {', '.join(['%s'] * len(fixed))}, {names}{taken} FROM ingest_rows "
+            "ON CONFLICT DO NOTHING",
+            list(fixed.values()),
+        )
+        inserted = cursor.rowcount
+        # Gone now, not at commit: tests (and callers) may hold an outer transaction.
+        cursor.execute("DROP TABLE ingest_rows")
     return inserted
 
 
-def ingest_predictions(token: ApiToken, payload: Any) -> dict[str, int]:
-    """Store a batch of prediction records for the token's model: all of them or none."""
+def _insert_values(cursor, table: str, names: str, rows: list[tuple]) -> int:
+    """Other databases: multi-row INSERT ... VALUES ... ON CONFLICT DO NOTHING."""
+    adapt = connection.ops.adapt_datetimefield_value
+    inserted = 0
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        placeholders = "(" + ", ".join(["%s"] * len(chunk[0])) + ")"
+        cursor.execute(
+            f'INSERT INTO "{table}" ({names}) VALUES '  # noqa: S608 - fixed names
+            + ", ".join([placeholders] * len(chunk))
+            + " ON CONFLICT DO NOTHING",
+            [adapt(v) if isinstance(v, datetime) else v for row in chunk for v in row],
+        )
+        inserted += cursor.rowcount
+    return inserted
+
+
+def ingest_predictions(
+    token: ApiToken, payload: Any, texts: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Store a batch of prediction records for the token's model: all of them or none.
+
+    `texts`, if given, are the JSON texts the records were parsed from (load_batch): on
+    Postgres, inputs and outputs are then stored from them, not encoded again."""
     token = require_ingest_token(token)
     records = _records(payload, PREDICTION_FIELDS)
+    if connection.vendor != "postgresql" or texts is None or len(texts) != len(records):
+        texts = None
     now = timezone.now()
     oldest = now - timedelta(days=settings.MODELGATE_PREDICTION_RETENTION_DAYS)
+    times = _times(oldest, now + FUTURE_SKEW)
     rows = []
     for index, record in enumerate(records):
         _model(record, token, index)
         try:
-            rows.append(_prediction(record, token, oldest, now + FUTURE_SKEW))
+            rows.append(_prediction(record, token, times, encode=texts is None))
         except _Bad as exc:
             raise _fail(index, exc) from None
         except PermissionDenied as exc:
@@ -248,28 +461,31 @@ def ingest_predictions(token: ApiToken, payload: Any) -> dict[str, int]:
                 f"records[{index}].version: model '{token.model.name}' has no version {row[0]}.",
                 {"index": index, "field": "version"},
             )
-    partitions.ensure(row[3].date() for row in rows)
-    adapt = connection.ops.adapt_datetimefield_value
-    received = adapt(now)
-    columns = [
-        "model_id",
-        "version_number",
-        "environment",
-        "request_id",
-        "at",
-        "inputs",
-        "outputs",
-        "latency_ms",
-        "error",
-        "received_at",
-    ]
-    with transaction.atomic():
-        accepted = _insert(
-            Record._meta.db_table,
-            columns,
-            ((token.model_id, *row[:3], adapt(row[3]), *row[4:], received) for row in rows),
-        )
+    partitions.ensure({at.date() for at in {row[3] for row in rows}})
+    fixed = {"model_id": token.model_id, "received_at": now}
+    with _refused(), transaction.atomic():
+        if texts is None:
+            accepted = _insert(Record._meta.db_table, _PREDICTION_COLUMNS, rows, fixed)
+        else:
+            accepted = _insert(
+                Record._meta.db_table,
+                _PREDICTION_COLUMNS[: -len(_FROM_TEXT)],
+                [(*row, record) for row, record in zip(rows, texts, strict=True)],
+                fixed,
+                _FROM_TEXT,
+            )
     return {"accepted": accepted, "duplicates": len(rows) - accepted}
+
+
+@contextlib.contextmanager
+def _refused() -> Iterator[None]:
+    """A value the checks let through but the database refuses is the batch's fault: a 400
+    (nothing is stored: the transaction rolls back), not a 500."""
+    try:
+        yield
+    except DataError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid value"
+        raise InvalidInput(f"The database refused a value of this batch: {reason}") from None
 
 
 def _feedback(record: dict) -> tuple:
@@ -278,7 +494,12 @@ def _feedback(record: dict) -> tuple:
     if has_label == has_value:
         raise _Bad("needs exactly one of 'label' (a class) or 'value' (a number)", "")
     label = json.dumps(_scalar(record["label"], "label")) if has_label else None
-    value = _number(record["value"], "value") if has_value else None
+    value = None
+    if has_value:
+        try:
+            value = float(_number(record["value"], "value"))  # the column is a double
+        except OverflowError:
+            raise _Bad("must be a finite number", "value") from None
     return request_id, label, value
 
 
@@ -294,11 +515,11 @@ def ingest_feedback(token: ApiToken, payload: Any) -> dict[str, int]:
             rows.append(_feedback(record))
         except _Bad as exc:
             raise _fail(index, exc) from None
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with transaction.atomic():
+    with _refused(), transaction.atomic():
         accepted = _insert(
             PredictionFeedback._meta.db_table,
-            ["model_id", "request_id", "label", "value", "at"],
-            ((token.model_id, *row, now) for row in rows),
+            ["request_id", "label", "value"],
+            rows,
+            {"model_id": token.model_id, "at": timezone.now()},
         )
     return {"accepted": accepted, "duplicates": len(rows) - accepted}

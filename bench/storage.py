@@ -1,0 +1,333 @@
+"""The blob store itself: encryption's cost, ranged reads, and the S3 backend against boto3.
+
+How it measures (size: the run's first `--size`, or MODELGATE_BENCH_STORAGE_SIZE):
+
+1. Writes a file of random bytes into the scratch directory and `sync`s it; baselines on
+   it (after a warm-up read, so all runs read from the page cache): `cp FILE COPY && sync`
+   and `sha256sum FILE`.
+2. Local store, encryption off and on (a fresh random master key): `put` streams the file
+   in (hash, encrypt, write, fsync, rename), then the blob is read back whole through
+   `iter_bytes` (decrypting and authenticating) into a file and re-hashed. MiB/s = size /
+   wall time.
+   Goal: encryption costs < 15% of the unencrypted upload's MiB/s.
+3. Ranged reads: 1 MiB at 32 random offsets around the middle of the blob, each opened on
+   its own as a `Range` download does (header, key record, the segments it covers). p50
+   and p99 in ms. Goal: p50 < 20 ms (the issue measures it on a 4 GiB blob).
+4. S3: a moto server (`moto_server`, the S3 HTTP protocol on localhost) in its own
+   process; the store's S3 backend (unencrypted, then encrypted) uploads and downloads the
+   file, and boto3's own `upload_file` / `download_file` do the same against the same
+   server in the same run; the store also puts the file with its sha256 declared up front
+   (then it streams straight under the blob's name, with no temporary key to copy).
+   Goal: the store reaches >= 80% of boto3's MiB/s.
+
+Run on its own with `python -m bench.storage --size 64M`; in `make bench` it is registered
+in bench/run.py as `Benchmark(storage.NAME, storage.DESCRIPTION, storage.run)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from .core import Context, MiB, Options, Row, format_size, parse_size
+
+NAME = "storage"
+DESCRIPTION = "blob store: encryption on vs off, ranged reads, S3 backend vs boto3 (moto)"
+RANGE = MiB
+RANGE_READS = 32
+
+
+def _timed(action) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    action()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _make_file(path: Path, size: int) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "wb") as file:
+        left = size
+        while left:
+            block = os.urandom(min(8 * MiB, left))
+            hasher.update(block)
+            file.write(block)
+            left -= len(block)
+    subprocess.run(["sync"], check=False)
+    return hasher.hexdigest()
+
+
+def _read_all(path: Path) -> None:
+    with open(path, "rb") as file:
+        while file.read(8 * MiB):
+            pass
+
+
+def _baselines(source: Path, size: int) -> list[Row]:
+    rows = []
+    copy = source.with_suffix(".copy")
+    seconds, _ = _timed(lambda: subprocess.run(["sh", "-c", f"cp '{source}' '{copy}' && sync"]))
+    copy.unlink(missing_ok=True)
+    rows.append(Row(NAME, "cp + sync (baseline)", seconds, size))
+    if shutil.which("sha256sum"):
+        seconds, _ = _timed(lambda: subprocess.run(["sha256sum", str(source)], capture_output=True))
+        rows.append(Row(NAME, "sha256sum (baseline)", seconds, size))
+    return rows
+
+
+def _put_and_get(store, source: Path, digest: str, label: str) -> tuple[list[Row], float]:
+    size = source.stat().st_size
+    target = source.with_suffix(".download")
+
+    def put():
+        with open(source, "rb") as stream:
+            info = store.put(stream)
+        assert info.sha256 == digest, "the store hashed something else"
+
+    def get():
+        # Into a file, as boto3's download_file does (not fsynced, like it).
+        hasher = hashlib.sha256()
+        with open(target, "wb") as out:
+            for chunk in store.iter_bytes(digest):
+                hasher.update(chunk)
+                out.write(chunk)
+        assert hasher.hexdigest() == digest, "the store returned different bytes"
+
+    up, up_cpu = _timed(put)
+    down, down_cpu = _timed(get)
+    target.unlink(missing_ok=True)
+    rows = [
+        Row(NAME, f"{label}: upload (put)", up, size, bench_cpu_seconds=up_cpu),
+        Row(
+            NAME, f"{label}: download (to a file + sha256)", down, size, bench_cpu_seconds=down_cpu
+        ),
+    ]
+    return rows, size / MiB / up
+
+
+def _chunked(store, source: Path, digest: str, label: str, chunk: int = 8 * MiB) -> Row:
+    """The HTTP upload path: parts staged one by one, then verified and published."""
+    from registry.storage import new_upload_id
+
+    size = source.stat().st_size
+    upload_id = new_upload_id()
+
+    def send():
+        with open(source, "rb") as stream:
+            for offset in range(0, size, chunk):
+                store.write_part(upload_id, offset, stream, min(chunk, size - offset))
+        store.finish_upload(upload_id, size, digest)
+
+    store.delete(digest)  # so that finishing really writes the blob
+    seconds, cpu = _timed(send)
+    return Row(
+        NAME, f"{label}: chunked upload (parts + finish)", seconds, size, bench_cpu_seconds=cpu
+    )
+
+
+def _declared(store, source: Path, digest: str, label: str) -> Row:
+    """A put whose sha256 is declared up front (as a chunked upload's is): no temp copy."""
+    size = source.stat().st_size
+
+    def put():
+        with open(source, "rb") as stream:
+            store.put(stream, expected_sha256=digest, expected_size=size)
+
+    store.delete(digest)  # so that the put really writes the blob
+    seconds, cpu = _timed(put)
+    return Row(
+        NAME, f"{label}: upload (put, sha256 declared)", seconds, size, bench_cpu_seconds=cpu
+    )
+
+
+def _ranged(store, digest: str, size: int, label: str) -> Row:
+    middle = max(0, size // 2 - RANGE // 2)
+    spread = min(size // 4, 64 * MiB)
+    rng = secrets.SystemRandom()
+    times = []
+    for _ in range(RANGE_READS):
+        offset = max(0, min(size - RANGE, middle + rng.randint(-spread, spread)))
+        start = time.perf_counter()
+        with store.open(digest, offset, RANGE) as stream:
+            got = 0
+            while data := stream.read(RANGE):
+                got += len(data)
+        times.append(time.perf_counter() - start)
+        assert got == min(RANGE, size - offset)
+    p50 = statistics.median(times) * 1000
+    p99 = sorted(times)[max(0, int(len(times) * 0.99) - 1)] * 1000
+    return Row(
+        NAME,
+        f"{label}: ranged 1 MiB read from the middle (p50 {p50:.2f} ms, p99 {p99:.2f} ms)",
+        statistics.median(times),
+        RANGE,
+        ok=p50 < 20,
+        note="goal p50 < 20 ms",
+        details={"p50_ms": p50, "p99_ms": p99, "reads": RANGE_READS, "blob_size": size},
+    )
+
+
+class _Moto:
+    """A moto S3 server of our own, reached the way a deployment reaches S3: by env."""
+
+    def __init__(self, workdir: Path):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / "moto.log", "wb")  # noqa: SIM115 - closed in stop()
+        binary = Path(sys.executable).parent / "moto_server"
+        self.proc = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/moto-api/", timeout=2).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            self.stop()
+            raise RuntimeError("moto_server did not start")
+        self._saved = {k: os.environ.get(k) for k in self.env()}
+        os.environ.update(self.env())
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def stop(self) -> None:
+        for name, value in getattr(self, "_saved", {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def _s3_rows(workdir: Path, source: Path, digest: str) -> list[Row]:
+    from registry.storage.encrypted import EncryptedObjects
+    from registry.storage.keys import Keyring
+    from registry.storage.objects import ContentStore
+    from registry.storage.s3 import S3Objects, make_client
+
+    size = source.stat().st_size
+    moto = _Moto(workdir)
+    try:
+        client = make_client()
+        rows = []
+        # boto3's own transfer manager first, against the same server.
+        client.create_bucket(Bucket="boto3")
+        up, _ = _timed(lambda: client.upload_file(str(source), "boto3", "file"))
+        target = workdir / "boto3.download"
+        down, _ = _timed(lambda: client.download_file("boto3", "file", str(target)))
+        target.unlink(missing_ok=True)
+        boto = {"upload": size / MiB / up, "download": size / MiB / down}
+        rows += [
+            Row(NAME, "S3 boto3 upload_file (baseline)", up, size),
+            Row(NAME, "S3 boto3 download_file (baseline)", down, size),
+        ]
+        for label, encrypted in (("S3 store", False), ("S3 store, encrypted", True)):
+            bucket = f"mg-{secrets.token_hex(4)}"
+            client.create_bucket(Bucket=bucket)
+            objects = S3Objects(bucket, "bench", client)
+            if encrypted:
+                objects = EncryptedObjects(objects, Keyring(secrets.token_bytes(32)))
+            store = ContentStore(objects, encrypted=encrypted)
+            pair, _ = _put_and_get(store, source, digest, label)
+            pair[1:1] = [
+                _declared(store, source, digest, label),
+                _chunked(store, source, digest, label),
+            ]
+            for row, kind in zip(pair, ("upload",) * 3 + ("download",), strict=True):
+                ratio = (row.mib_per_s or 0) / boto[kind]
+                row.details["vs_boto3"] = ratio
+                row.note = f"{ratio:.0%} of boto3 (goal >= 80%)"
+                row.ok = encrypted or ratio >= 0.8  # the goal is for the plain backend
+            rows += pair
+        return rows
+    finally:
+        moto.stop()
+
+
+def run(ctx: Context) -> list[Row]:
+    from registry.storage.encrypted import EncryptedObjects
+    from registry.storage.keys import Keyring
+    from registry.storage.local import LocalBlobStore, LocalObjects
+    from registry.storage.objects import ContentStore
+
+    override = os.environ.get("MODELGATE_BENCH_STORAGE_SIZE")
+    size = parse_size(override) if override else ctx.options.sizes[0]
+    workdir = ctx.workdir / "storage"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    try:
+        source = workdir / "source.bin"
+        digest = _make_file(source, size)
+        _read_all(source)  # warm the page cache for every contender alike
+        rows = _baselines(source, size)
+
+        plain = LocalBlobStore(workdir / "plain")
+        pair, plain_up = _put_and_get(plain, source, digest, "local store, plain")
+        rows += pair
+        encrypted = ContentStore(
+            EncryptedObjects(LocalObjects(workdir / "encrypted"), Keyring(secrets.token_bytes(32))),
+            encrypted=True,
+        )
+        pair, encrypted_up = _put_and_get(encrypted, source, digest, "local store, encrypted")
+        cost = 1 - encrypted_up / plain_up
+        pair[0].note = f"encryption costs {cost:.0%} of the plain upload's MiB/s (goal < 15%)"
+        pair[0].ok = cost < 0.15
+        pair[0].details["encryption_cost"] = cost
+        rows += pair
+        rows.append(_ranged(plain, digest, size, "local store, plain"))
+        rows.append(_ranged(encrypted, digest, size, "local store, encrypted"))
+        rows += _s3_rows(workdir, source, digest)
+        for row in rows:
+            row.details.setdefault("size", size)
+        return rows
+    finally:
+        if not ctx.options.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="64M")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as scratch:
+        ctx = Context(Options(sizes=(size,), chunk_size=8 * MiB, keep=False), Path(scratch))
+        print(f"storage benchmark, {format_size(size)}")
+        for row in run(ctx):
+            rate = f"{row.mib_per_s:8.1f} MiB/s" if row.mib_per_s else " " * 13
+            flag = "" if row.ok else "  [goal missed]"
+            print(f"{row.operation:<62} {row.seconds:8.3f} s {rate}  {row.note}{flag}")
+
+
+if __name__ == "__main__":
+    main()
