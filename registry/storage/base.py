@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from registry.errors import ChecksumMismatch
+
 CHUNK_SIZE = 1024 * 1024
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -38,6 +40,21 @@ def check_upload_id(upload_id: str) -> str:
     if not isinstance(upload_id, str) or not _UPLOAD_ID.match(upload_id):
         raise ValueError(f"not an upload id: {upload_id!r}")
     return upload_id
+
+
+def check_expected(
+    digest: str, size: int, expected_sha256: str | None, expected_size: int | None
+) -> None:
+    if expected_size is not None and size != expected_size:
+        raise ChecksumMismatch(
+            f"Received {size} bytes but {expected_size} were declared.",
+            {"expected_size": expected_size, "actual_size": size},
+        )
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ChecksumMismatch(
+            "The sha256 of the received bytes differs from the declared one.",
+            {"expected_sha256": expected_sha256, "actual_sha256": digest},
+        )
 
 
 def new_upload_id() -> str:

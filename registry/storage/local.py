@@ -22,6 +22,7 @@ from .base import (
     BlobStore,
     BlobWriter,
     check_digest,
+    check_expected,
     check_upload_id,
 )
 from .objects import ObjectStore, ObjectWriter
@@ -73,7 +74,7 @@ class _LocalWriter(BlobWriter):
     def commit(self, expected_sha256: str | None = None, expected_size: int | None = None):
         digest = self._hash.hexdigest()
         try:
-            _check_expected(digest, self.size, expected_sha256, expected_size)
+            check_expected(digest, self.size, expected_sha256, expected_size)
             os.fsync(self._fd)
         except BaseException:
             self.abort()
@@ -88,19 +89,6 @@ class _LocalWriter(BlobWriter):
             os.close(self._fd)
             self._fd = -1
         self._tmp.unlink(missing_ok=True)
-
-
-def _check_expected(digest: str, size: int, expected_sha256: str | None, expected_size: int | None):
-    if expected_size is not None and size != expected_size:
-        raise ChecksumMismatch(
-            f"Received {size} bytes but {expected_size} were declared.",
-            {"expected_size": expected_size, "actual_size": size},
-        )
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise ChecksumMismatch(
-            "The sha256 of the received bytes differs from the declared one.",
-            {"expected_sha256": expected_sha256, "actual_sha256": digest},
-        )
 
 
 class LocalBlobStore(BlobStore):
@@ -204,7 +192,7 @@ class LocalBlobStore(BlobStore):
                 digest = _hash_file(file)
             os.fsync(file.fileno())
         try:
-            _check_expected(digest, size, expected_sha256, None)
+            check_expected(digest, size, expected_sha256, None)
         except ChecksumMismatch:
             path.unlink(missing_ok=True)
             raise

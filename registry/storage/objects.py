@@ -21,6 +21,7 @@ from .base import (
     BlobStore,
     BlobWriter,
     check_digest,
+    check_expected,
     check_upload_id,
 )
 
@@ -170,21 +171,6 @@ class _ContentWriter(BlobWriter):
 
     def abort(self) -> None:
         self._writer.abort()
-
-
-def check_expected(
-    digest: str, size: int, expected_sha256: str | None, expected_size: int | None
-) -> None:
-    if expected_size is not None and size != expected_size:
-        raise ChecksumMismatch(
-            f"Received {size} bytes but {expected_size} were declared.",
-            {"expected_size": expected_size, "actual_size": size},
-        )
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise ChecksumMismatch(
-            "The sha256 of the received bytes differs from the declared one.",
-            {"expected_sha256": expected_sha256, "actual_sha256": digest},
-        )
 
 
 class ContentStore(BlobStore):

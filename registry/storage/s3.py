@@ -166,15 +166,8 @@ class _S3Writer(ObjectWriter):
 
     def abort(self) -> None:
         self._buffer.clear()
-        for future in self._sending:  # let parts in flight end before aborting the upload
-            with contextlib.suppress(Exception):
-                future.result()
-        self._sending.clear()
-        if self._upload_id is not None:
-            upload_id, self._upload_id = self._upload_id, None
-            self._objects.client.abort_multipart_upload(
-                Bucket=self._objects.bucket, Key=self._key, UploadId=upload_id
-            )
+        _abort_multipart(self._objects, self._key, self._upload_id, self._sending)
+        self._upload_id = None
 
 
 class _S3Composer(Composer):
@@ -247,15 +240,18 @@ class _S3Composer(Composer):
         return True
 
     def abort(self) -> None:
-        for future in self._copying:  # let copies in flight end before aborting the upload
-            with contextlib.suppress(Exception):
-                future.result()
-        self._copying.clear()
-        if self._upload_id is not None:
-            upload_id, self._upload_id = self._upload_id, None
-            self._objects.client.abort_multipart_upload(
-                Bucket=self._objects.bucket, Key=self._key, UploadId=upload_id
-            )
+        _abort_multipart(self._objects, self._key, self._upload_id, self._copying)
+        self._upload_id = None
+
+
+def _abort_multipart(objects, key: str, upload_id: str | None, in_flight: list) -> None:
+    """Let the parts in flight end, then abort the multipart upload (if one was started)."""
+    for future in in_flight:
+        with contextlib.suppress(Exception):
+            future.result()
+    in_flight.clear()
+    if upload_id is not None:
+        objects.client.abort_multipart_upload(Bucket=objects.bucket, Key=key, UploadId=upload_id)
 
 
 class S3Objects(ObjectStore):
