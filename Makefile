@@ -14,7 +14,7 @@ export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/15
 export REDIS_URL ?= redis://127.0.0.1:6379/14
 endif
 
-.PHONY: install run worker test lint format bench clean chromium screenshots
+.PHONY: install run worker test lint format bench clean chromium deploy-tools screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ run: $(STAMP)
 	  trap "kill $$worker 2>/dev/null; wait $$worker 2>/dev/null" EXIT INT TERM; \
 	  $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium deploy-tools
 	MODELGATE_VAR_DIR=$(CURDIR)/var/test $(BIN)/pytest $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
@@ -46,6 +46,20 @@ chromium:
 	  else \
 	    echo "NOTE: /usr/bin/chromium is missing and this is not root: browser tests will be skipped"; \
 	    echo "      (install it with: sudo apt-get install chromium)"; \
+	  fi; \
+	fi
+
+# tests/test_compose.py checks docker-compose.yml with docker-compose and runs its services,
+# behind deploy/nginx.conf, as processes (no container engine needed).
+deploy-tools:
+	@if [ ! -x /usr/bin/docker-compose ] || [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian's docker-compose and nginx-light for the deployment test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends docker-compose nginx-light; \
+	  else \
+	    echo "NOTE: docker-compose or nginx is missing and this is not root: the deployment"; \
+	    echo "      test will be skipped (sudo apt-get install docker-compose nginx-light)"; \
 	  fi; \
 	fi
 

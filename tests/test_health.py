@@ -43,3 +43,25 @@ def test_the_schema_describes_every_api_path(db):
     }
     assert response.json()["paths"]["/api/v1/models/"]["get"]["security"]
     assert APIClient().get("/api/v1/docs/").status_code == 200
+
+
+def test_created_resources_link_to_their_next_operations(db):
+    """Each link names a real operation and fills exactly that operation's path parameters."""
+    schema = APIClient().get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    operations = {
+        op["operationId"]: (path, op)
+        for path, item in schema["paths"].items()
+        for op in item.values()
+    }
+    links = {
+        source: operations[source][1]["responses"]["201"].get("links", {})
+        for source in ("models_create", "versions_create", "promotions_request", "webhooks_create")
+    }
+    assert all(links.values()), links
+    for source, targets in links.items():
+        for target, link in targets.items():
+            path, op = operations[link["operationId"]]
+            wanted = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert set(link["parameters"]) == wanted, (source, target, path)
+    version_links = links["versions_create"]
+    assert version_links["versions_finalize"]["parameters"]["ref"] == "$response.body#/version"

@@ -18,11 +18,6 @@ SECONDS = float(os.environ.get("MODELGATE_SOAK_SECONDS", 60))
 
 @pytest.mark.live
 @pytest.mark.timeout(600)
-@pytest.mark.skipif(
-    not os.environ.get("MODELGATE_SOAK_SECONDS"),
-    reason="set MODELGATE_SOAK_SECONDS to run it (make soak runs the long one); not in CI "
-    "until it has passed more runs on a loaded machine (issue 6)",
-)
 def test_mixed_load_survives_two_worker_kills_with_every_invariant_holding(stack, alice, bob):
     from registry.models import Environment, ModelVersion, Promotion
 
