@@ -18,5 +18,5 @@ RUN pip install --no-cache-dir . && python manage.py collectstatic --no-input -v
     && chown -R modelgate /data
 USER modelgate
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", \
-     "--workers", "3", "--threads", "4", "--timeout", "600"]
+CMD ["gunicorn", "config.wsgi:application", "--config", "config/gunicorn.conf.py", \
+     "--bind", "0.0.0.0:8000", "--workers", "3"]

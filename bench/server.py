@@ -37,7 +37,7 @@ USERNAME = "bench"
 STARTUP_SECONDS = 60
 # Access log with the worker pid, so a run can tell which process served each chunk.
 ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(L)ss pid=%(p)s'
-GUNICORN_ARGS = ["--workers", "2", "--threads", "4", "--timeout", "600"]
+GUNICORN_ARGS = ["--config", "config/gunicorn.conf.py", "--workers", "2"]  # gthread, 4 threads
 WORKER_ARGS = ["--pool", "threads", "--concurrency", "2", "--loglevel", "WARNING"]
 # Recorded with the results: what "the server" meant for these numbers.
 SERVER_SETUP = {

@@ -288,6 +288,11 @@ LOGGING = {
 MODELGATE_INGEST_MAX_RECORDS = int(os.environ.get("MODELGATE_INGEST_MAX_RECORDS", 10_000))
 MODELGATE_INGEST_MAX_BYTES = int(os.environ.get("MODELGATE_INGEST_MAX_BYTES", 32 * 1024**2))
 MODELGATE_PREDICTION_RETENTION_DAYS = int(os.environ.get("MODELGATE_PREDICTION_RETENTION_DAYS", 30))
+# Aggregated windows (what charts, monitors and healthy_in gates read) are kept longer; the
+# same beat task deletes those that ended before this many days (never before the records).
+MODELGATE_MONITORING_WINDOW_RETENTION_DAYS = int(
+    os.environ.get("MODELGATE_MONITORING_WINDOW_RETENTION_DAYS", 400)
+)
 CELERY_BEAT_SCHEDULE["prediction-retention"] = {
     "task": "modelgate.expire_predictions",
     "schedule": float(os.environ.get("MODELGATE_RETENTION_SECONDS", 3600)),

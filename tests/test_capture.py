@@ -267,3 +267,22 @@ def test_without_capture_settings_nothing_is_spooled_and_metrics_still_answer(pa
     finally:
         serving.stop()
     assert "capturing" not in serving.output()
+
+
+def test_the_package_requires_prometheus_client_for_its_metrics(package):
+    # Without it serve.py answers 501 on GET /metrics; the Dockerfile installs this file.
+    assert (package / "requirements.txt").read_text().splitlines() == [
+        "joblib",
+        "scikit-learn",
+        "prometheus-client",
+    ]
+    # A version's own pin (any spelling) wins over the bare name.
+    data = b"weights"
+    ref = FileRef("model.joblib", len(data), hashlib.sha256(data).hexdigest())
+    meta = {"model": "churn", "version": 2, "framework": "onnx"}
+    meta["requirements"] = ["Prometheus_Client==0.21.1"]
+    out = io.BytesIO()
+    build_package(meta, [ref], lambda _: io.BytesIO(data), out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        requirements = tar.extractfile("churn-2/requirements.txt").read().decode()
+    assert requirements.splitlines() == ["Prometheus_Client==0.21.1", "onnxruntime", "numpy"]

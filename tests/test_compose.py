@@ -28,6 +28,7 @@ import yaml
 
 from registry.models import Environment
 
+from .api_flows import promote_and_wait
 from .conftest import token_for
 from .processes import BIN, ROOT, Process, Redis, database_url, free_port, wait_until
 from .storage_support import new_key
@@ -257,22 +258,9 @@ def test_the_compose_services_serve_a_model_through_the_proxy(deployment, alice,
         assert version["state"] == "ready", version
         assert version["scan"]["status"] == "clean" and version["package"]["state"] == "ready"
 
-        promotion = client.post(
-            "/api/v1/models/composed/versions/1/promotions/",
-            json={"environment": "production", "comment": "through compose"},
-        ).json()
-        reviewed = client.post(
-            f"/api/v1/promotions/{promotion['id']}/reviews/",
-            json={"decision": "approve", "comment": "looks right"},
-            headers={"Authorization": f"Bearer {token_for(bob)}"},
-        )
-        assert reviewed.status_code in (200, 201), reviewed.text
-
-        def promoted():
-            state = client.get(f"/api/v1/promotions/{promotion['id']}/").json()["state"]
-            return state if state in ("promoted", "failed") else None
-
-        assert wait_until(promoted, 120, "the short-jobs worker") == "promoted"
+        reviewer = {"Authorization": f"Bearer {token_for(bob)}"}
+        state = promote_and_wait(client, "", "composed/1", "production", auth, reviewer)
+        assert state == "promoted"  # the short-jobs worker ran the promotion
         download = client.get("/api/v1/models/composed/versions/@production/files/model.bin")
         assert download.status_code == 200
         assert hashlib.sha256(download.content).hexdigest() == sha256

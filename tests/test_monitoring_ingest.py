@@ -4,6 +4,7 @@ idempotency, size limits, day partitions and retention."""
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -233,6 +234,11 @@ def test_a_token_stops_working_when_its_owner_can_no_longer_write(alice, ingest)
         ({"inputs": {"f0": "1e999"}}, "inputs.f0"),  # sent as a bare 1e999 (infinity)
         ({"inputs": [1, 2]}, "inputs"),
         ({"outputs": {"p": "x" * 70_000}}, "outputs"),
+        ({"outputs": {"p": ["x" * 40_000, "y" * 40_000]}}, "outputs"),  # too large in all
+        ({"outputs": {"label": "a\x00b"}}, "outputs"),
+        ({"outputs": {"probabilities": [0.5, "1e999"]}}, "outputs"),
+        ({"outputs": {"p": json.loads("[" * 25 + "]" * 25)}}, "outputs"),  # too deep
+        ({"request_id": "req-57\n"}, "request_id"),  # "$" of a pattern matches before "\n"
         ({"latency_ms": -1}, "latency_ms"),
         ({"environment": "Prod!"}, "environment"),
         ({"error": 5}, "error"),
@@ -351,6 +357,27 @@ def test_ten_thousand_records_of_fifty_features_in_one_batch_are_accepted_whole(
     assert response.status_code == 413, response.text[:500]
     assert "at most 10000 records" in response.json()["error"]["message"]
     assert PredictionRecord.objects.count() == 10_000
+
+
+def test_concurrent_overlapping_batches_store_each_record_once(live_ingest):
+    # A new batch goes by COPY straight into the table; one that meets a stored (or
+    # concurrently written) record falls back to INSERT ... ON CONFLICT DO NOTHING.
+    at = now_iso()
+    batches = [
+        [record(i, at=at) for i in range(start, start + 300)] for start in range(0, 1200, 150)
+    ]
+
+    def send(batch: list) -> dict:
+        response = live_ingest.post(PREDICTIONS, json={"records": batch})
+        assert response.status_code == 202, response.text[:500]
+        return response.json()
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(send, batches + batches[:2]))
+    sent = sum(len(batch) for batch in batches + batches[:2])
+    assert sum(r["accepted"] for r in results) == 1350 == PredictionRecord.objects.count()
+    assert sum(r["duplicates"] for r in results) == sent - 1350
+    assert PredictionRecord.objects.values("request_id").distinct().count() == 1350
 
 
 # --- partitions and retention ----------------------------------------------------------

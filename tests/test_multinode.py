@@ -16,6 +16,7 @@ import pytest
 
 from registry.models import Environment
 
+from .api_flows import promote_and_wait
 from .conftest import token_for
 from .processes import ROOT, Redis, Web, Worker, base_env, wait_until
 from .storage_support import bucket_objects, new_key
@@ -155,25 +156,11 @@ def test_a_200mb_upload_across_two_nodes_is_promoted_and_served_by_the_other(
         assert wait_until(state, 600, "version 1 to be processed") == "ready"
         timings["ready"] = time.monotonic() - timings["ready"]
 
-        requested = client.post(
-            f"{node_a.url}/api/v1/models/big/versions/1/promotions/",
-            json={"environment": "production", "comment": "big one"},
-            headers=auth,
+        reviewer = {"Authorization": f"Bearer {bob_token}"}
+        state = promote_and_wait(
+            client, node_a.url, "big/1", "production", auth, reviewer, node_b.url
         )
-        assert requested.status_code == 201 and requested.json()["state"] == "pending"
-        promotion = requested.json()["id"]
-        reviewed = client.post(
-            f"{node_a.url}/api/v1/promotions/{promotion}/reviews/",
-            json={"decision": "approve", "comment": "checked"},
-            headers={"Authorization": f"Bearer {bob_token}"},
-        )
-        assert reviewed.status_code in (200, 201), reviewed.text
-
-        def promoted():
-            body = client.get(f"{node_b.url}/api/v1/promotions/{promotion}/", headers=auth).json()
-            return body["state"] if body["state"] in ("promoted", "failed") else None
-
-        assert wait_until(promoted, 120, "the promotion") == "promoted"
+        assert state == "promoted"
 
         resolved = client.get(f"{node_b.url}/api/v1/models/big/versions/@production/", headers=auth)
         assert resolved.json()["version"] == 1

@@ -133,11 +133,13 @@ def test_the_package_holds_files_manifest_requirements_dockerfile_and_k8s_manife
             "created_by": "alice",
         }
 
-        # scikit-learn is already required (under another spelling): only joblib is added.
+        # scikit-learn is already required (under another spelling): only joblib is added,
+        # and prometheus-client, which serve.py's GET /metrics needs.
         assert read("requirements.txt").decode().splitlines() == [
             "Scikit_Learn==1.7.2",
             "numpy>=1.26",
             "joblib",
+            "prometheus-client",
         ]
 
         dockerfile = read("Dockerfile").decode()
@@ -177,7 +179,12 @@ def test_kubernetes_names_are_dns_labels_whatever_the_model_name():
     assert len(name) <= 63 and name[0].isalpha() and name[-1] != "-"
     assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
     # numpy is already declared: only onnxruntime is added.
-    assert requirements.splitlines() == ["Scikit_Learn==1.7.2", "numpy>=1.26", "onnxruntime"]
+    assert requirements.splitlines() == [
+        "Scikit_Learn==1.7.2",
+        "numpy>=1.26",
+        "onnxruntime",
+        "prometheus-client",
+    ]
 
 
 def free_port() -> int:

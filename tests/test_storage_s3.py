@@ -9,8 +9,10 @@ import pytest
 
 from registry.errors import ChecksumMismatch
 from registry.storage import get_store, new_upload_id
+from registry.storage.encrypted import EncryptedObjects
+from registry.storage.keys import Keyring
 from registry.storage.objects import ContentStore, blob_name
-from registry.storage.s3 import PART_SIZE, S3Objects
+from registry.storage.s3 import PART_SIZE, SINGLE_PUT_LIMIT, S3Objects
 
 from .conftest import sha256_of, upload_version
 from .storage_support import bucket_objects, new_key, s3_client
@@ -65,7 +67,7 @@ def test_a_staged_upload_with_wrong_bytes_leaves_nothing_in_the_bucket(bucket):
 
 def test_a_blob_written_without_knowing_its_digest_is_copied_into_place(bucket):
     store = ContentStore(S3Objects(bucket, "blobs", s3_client()))
-    data = os.urandom(PART_SIZE + 1)  # large enough for a multipart upload to a temporary key
+    data = os.urandom(SINGLE_PUT_LIMIT + 1)  # too large for one PUT: to a temporary key
     info = store.put(io.BytesIO(data))
     # The blob, and the empty mark of when it was last written (for gc_store).
     assert list(bucket_objects(bucket)) == [
@@ -73,7 +75,7 @@ def test_a_blob_written_without_knowing_its_digest_is_copied_into_place(bucket):
         f"blobs/touched/{info.sha256[:2]}/{info.sha256}",
     ]
     assert open_multipart_uploads(bucket) == []
-    assert b"".join(store.iter_bytes(info.sha256, PART_SIZE - 10, 11)) == data[-11:]
+    assert b"".join(store.iter_bytes(info.sha256, len(data) - 11, 11)) == data[-11:]
 
 
 def test_files_upload_in_chunks_and_download_by_range_from_the_bucket(
@@ -134,3 +136,42 @@ def test_an_encrypted_bucket_is_never_redirected_to(s3_store, alice_api, model, 
     assert hashlib.sha256(b"".join(response.streaming_content)).hexdigest() == sha256_of(data)
     stored = bucket_objects(bucket)[f"blobs/{blob_name(sha256_of(data))}"]
     assert data[:4096] not in stored
+
+
+def _etag(bucket: str, key: str) -> str:
+    return s3_client().head_object(Bucket=bucket, Key=key)["ETag"]
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_staged_chunks_and_unnamed_blobs_up_to_the_limit_are_one_put(bucket, encrypted):
+    # A multipart upload's ETag ends in "-<parts>"; one PUT's is the body's MD5.
+    objects = S3Objects(bucket, "blobs", s3_client())
+    if encrypted:
+        objects = EncryptedObjects(objects, Keyring(os.urandom(32)))
+    store = ContentStore(objects, encrypted=encrypted)
+    data = os.urandom(2 * PART_SIZE + 5)  # more than a part: multipart but for the size hint
+    upload = new_upload_id()
+    store.write_part(upload, 0, io.BytesIO(data), len(data))
+    [part] = [key for key in bucket_objects(bucket) if key.startswith("blobs/parts/")]
+    assert "-" not in _etag(bucket, part)
+    info = store.finish_upload(upload, len(data), sha256_of(data))
+    assert b"".join(store.iter_bytes(info.sha256)) == data
+
+    other = data[::-1]  # unknown digest, small enough: straight under its name, no copy
+    info = store.put(io.BytesIO(other))
+    assert "-" not in _etag(bucket, f"blobs/{blob_name(info.sha256)}")
+    assert b"".join(store.iter_bytes(info.sha256)) == other
+    assert not any(key.startswith("blobs/tmp/") for key in bucket_objects(bucket))
+    assert open_multipart_uploads(bucket) == []
+
+
+def test_a_writer_given_more_than_its_size_hint_sends_parts_and_keeps_every_byte(bucket):
+    objects = S3Objects(bucket, "blobs", s3_client())
+    data = os.urandom(SINGLE_PUT_LIMIT + PART_SIZE + 3)
+    writer = objects.sized_writer("parts/x", 10)
+    for offset in range(0, len(data), 3 * 1024 * 1024):
+        writer.write(data[offset : offset + 3 * 1024 * 1024])
+    assert open_multipart_uploads(bucket) == ["blobs/parts/x"]  # it fell back to parts
+    assert writer.publish("parts/x", overwrite=True)
+    assert objects.get_bytes("parts/x") == data and open_multipart_uploads(bucket) == []
+    assert _etag(bucket, "blobs/parts/x").endswith('-6"')  # 8 MiB parts: 5 full + the rest

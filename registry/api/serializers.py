@@ -5,6 +5,7 @@ request serializers here describe them for the schema and catch wrong JSON types
 """
 
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -32,6 +33,22 @@ StringMap = serializers.DictField(child=serializers.CharField(allow_blank=True))
 
 def _username(user) -> str | None:
     return user.get_username() if user else None
+
+
+def _datetime(value, tz) -> str | None:
+    """What DRF's DateTimeField gives with DATETIME_FORMAT iso-8601, without its overhead;
+    `tz` is the current time zone."""
+    if not value:
+        return None
+    text = value.astimezone(tz).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _file_rows(version) -> list[tuple]:
+    rows = getattr(version, "file_rows", None)  # set by services.versions.read_version
+    if rows is None:
+        rows = [(f.path, f.size, f.sha256, f.complete) for f in version.files.all()]
+    return rows
 
 
 def absolute(request, viewname: str, **kwargs) -> str:
@@ -200,10 +217,33 @@ class VersionSummarySerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_aliases(self, obj) -> list[str]:
-        return sorted(a.name for a in obj.aliases.all())
+        names = getattr(obj, "alias_names", None)  # set by the read path's queries
+        if names is None:
+            names = [a.name for a in obj.aliases.all()]
+        return sorted(names)
 
     def get_created_by(self, obj) -> str | None:
         return _username(obj.created_by)
+
+    def to_representation(self, instance) -> dict:
+        # Written out by hand: DRF's generic field walk was most of the read path's Python
+        # time. The declared fields above still describe the output (OpenAPI), and
+        # tests/test_read_path.py checks this gives exactly what they would.
+        tz = timezone.get_current_timezone()
+        return {
+            "model": instance.model.name,
+            "version": instance.number,
+            "state": instance.state,
+            "status_reason": instance.status_reason,
+            "description": instance.description,
+            "metrics": instance.metrics,
+            "params": instance.params,
+            "tags": instance.tags,
+            "aliases": self.get_aliases(instance),
+            "created_by": self.get_created_by(instance),
+            "created_at": _datetime(instance.created_at, tz),
+            "updated_at": _datetime(instance.updated_at, tz),
+        }
 
 
 class VersionDetailSerializer(VersionSummarySerializer):
@@ -225,6 +265,34 @@ class VersionDetailSerializer(VersionSummarySerializer):
             "baseline",
             "explanations",
         ]
+
+    def to_representation(self, instance) -> dict:
+        request = self.context.get("request")
+        name, number = instance.model.name, str(instance.number)
+        return {
+            **super().to_representation(instance),
+            "lineage": instance.lineage,
+            "signature": instance.signature,
+            "framework": instance.framework,
+            "model_card": instance.model_card,
+            "files": [
+                {
+                    "path": path,
+                    "size": size,
+                    "sha256": sha256,
+                    "complete": complete,
+                    "download_url": absolute(
+                        request, "api:version-file", name=name, ref=number, path=path
+                    ),
+                }
+                for path, size, sha256, complete in _file_rows(instance)
+            ],
+            "scan": self.get_scan(instance),
+            "package": self.get_package(instance),
+            "finalized_at": _datetime(instance.finalized_at, timezone.get_current_timezone()),
+            "baseline": instance.baseline,
+            "explanations": instance.explanations,
+        }
 
     @extend_schema_field(ScanSerializer)
     def get_scan(self, obj) -> dict:

@@ -25,6 +25,8 @@ SERVING_REQUIREMENTS = {
     "sklearn": ["joblib", "scikit-learn"],
     "onnx": ["onnxruntime", "numpy"],
 }
+# What serve.py needs whatever the framework: GET /metrics answers 501 without it.
+SERVE_REQUIREMENTS = ["prometheus-client"]
 TEMPLATES = resources.files(__package__) / "templates"
 
 
@@ -76,7 +78,8 @@ def _requirements(meta: dict) -> list[str]:
         for line in str(entry).splitlines()
         if line.strip() and not line.strip().startswith("#")
     ]
-    return merge_requirements(declared, SERVING_REQUIREMENTS.get(meta.get("framework") or "", []))
+    framework = SERVING_REQUIREMENTS.get(meta.get("framework") or "", [])
+    return merge_requirements(declared, framework, SERVE_REQUIREMENTS)
 
 
 def _manifest(meta: dict, model: str, version: int, files: list[FileRef]) -> bytes:

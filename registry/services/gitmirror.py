@@ -55,7 +55,7 @@ def _locked_repo():
             (git_dir / "README.md").write_text(
                 "# Modelgate registry history\n\nWritten by Modelgate; do not edit by hand.\n"
             )
-            repo.index.add(["README.md"])
+            repo.git.add("--", "README.md")
             repo.index.commit("Start the registry history", author=COMMITTER, committer=COMMITTER)
         try:
             yield repo
@@ -93,7 +93,9 @@ def _commit_version(repo: Repo, version: ModelVersion) -> str:
     path = Path(repo.working_tree_dir) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(version_document(version), sort_keys=False))
-    repo.index.add([relative])
+    # `git add` as a subprocess run in the work tree: GitPython's index.add would chdir the
+    # whole process, which other threads of a web or worker process would feel.
+    repo.git.add("--", relative)
     user = version.created_by
     author = (
         Actor(user.get_username(), user.email or f"{user.get_username()}@modelgate")

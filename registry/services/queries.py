@@ -1,12 +1,43 @@
 """Read-side filters shared by the API and the web UI."""
 
 import re
+from collections import defaultdict
 
 from django.db.models import FloatField, QuerySet
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast
 
 from registry.errors import InvalidInput
+from registry.models import Alias, ModelVersion
+
+# What a version summary shows: a list fetches these, not the big JSON columns.
+SUMMARY_FIELDS = (
+    "model",
+    "model__name",
+    "number",
+    "state",
+    "status_reason",
+    "description",
+    "metrics",
+    "params",
+    "tags",
+    "created_by",
+    "created_by__username",
+    "created_at",
+    "updated_at",
+)
+
+
+def attach_alias_names(versions: list[ModelVersion]) -> None:
+    """Sets `alias_names` on each version with one query (cheaper than prefetching)."""
+    names = defaultdict(list)
+    ids = [v.pk for v in versions]
+    rows = Alias.objects.filter(version__in=ids).order_by().values_list("version_id", "name")
+    for version_id, name in rows:
+        names[version_id].append(name)
+    for version in versions:
+        version.alias_names = names[version.pk]
+
 
 _METRIC = re.compile(
     r"^(?P<name>[A-Za-z0-9_.\-/: ]+?)\s*(?P<op>>=|<=|==|!=|>|<|=)\s*(?P<value>-?[0-9.eE+\-]+)$"

@@ -1,12 +1,17 @@
 """API tokens: shown once, stored as a hash, scoped, expiring, revocable."""
 
+import copy
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
 from registry.errors import InvalidInput, NotFound, PermissionDenied
@@ -106,19 +111,63 @@ def create_token(
     return token, f"{PREFIX}_{key_id}_{secret}"
 
 
+# Recent lookups, per process: (valid until, token with its user, the user's groups), by
+# the sha256 of the presented token. A hit costs no query. Expiry is checked on every
+# request; revoking a token or changing a user or their groups empties the cache of the
+# process that made the change at once (signals below), and other processes within
+# CACHE_SECONDS. Failed lookups are never cached.
+CACHE_SECONDS = 2.0
+_recent: dict[str, tuple[float, ApiToken, frozenset[str]]] = {}
+
+
+def forget_cached_tokens(**_) -> None:
+    _recent.clear()
+
+
+post_save.connect(forget_cached_tokens, sender=ApiToken, dispatch_uid="tokens-cache-save")
+post_delete.connect(forget_cached_tokens, sender=ApiToken, dispatch_uid="tokens-cache-del")
+post_save.connect(forget_cached_tokens, sender=get_user_model(), dispatch_uid="tokens-cache-u")
+post_delete.connect(forget_cached_tokens, sender=get_user_model(), dispatch_uid="tokens-cache-ud")
+post_save.connect(forget_cached_tokens, sender=Group, dispatch_uid="tokens-cache-g")
+post_delete.connect(forget_cached_tokens, sender=Group, dispatch_uid="tokens-cache-gd")
+m2m_changed.connect(
+    forget_cached_tokens, sender=get_user_model().groups.through, dispatch_uid="tokens-cache-m2m"
+)
+
+
+def _lookup(key_id: str, secret: str) -> tuple[ApiToken, frozenset[str]] | None:
+    token = ApiToken.objects.select_related("user").filter(key_id=key_id).first()
+    if token is None or not hmac.compare_digest(token.secret_hash, _hash(secret)):
+        return None
+    return token, frozenset(token.user.groups.values_list("name", flat=True))
+
+
 def authenticate(raw: str) -> ApiToken | None:
-    """The active token for a presented secret, or None."""
+    """The active token for a presented secret (its user loaded, groups known), or None."""
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != PREFIX:
         return None
-    token = ApiToken.objects.select_related("user").filter(key_id=parts[1]).first()
-    if token is None or not hmac.compare_digest(token.secret_hash, _hash(parts[2])):
+    digest, now = _hash(raw), time.monotonic()
+    entry = _recent.get(digest)
+    if entry is None or entry[0] < now:
+        found = _lookup(parts[1], parts[2])
+        if found is None:
+            return None
+        if len(_recent) > 10_000:  # only a flood of distinct tokens gets here
+            _recent.clear()
+        entry = (now + CACHE_SECONDS, *found)
+        _recent[digest] = entry
+    cached, groups = entry[1], entry[2]
+    if not cached.is_active or not cached.user.is_active:
         return None
-    if not token.is_active or not token.user.is_active:
-        return None
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    stamp = timezone.now()
+    if cached.last_used_at is None or stamp - cached.last_used_at > timedelta(minutes=1):
+        cached.last_used_at = stamp
+        ApiToken.objects.filter(pk=cached.pk).update(last_used_at=stamp)
+    # Copies: requests on other threads share the cached instances.
+    token, user = copy.copy(cached), copy.copy(cached.user)
+    user._modelgate_groups = set(groups)
+    token.user = user
     return token
 
 

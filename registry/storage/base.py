@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from registry.errors import ChecksumMismatch
+from registry.errors import ChecksumMismatch, IncompleteBody
 
 CHUNK_SIZE = 1024 * 1024
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -55,6 +55,20 @@ def check_expected(
             "The sha256 of the received bytes differs from the declared one.",
             {"expected_sha256": expected_sha256, "actual_sha256": digest},
         )
+
+
+def body_pieces(stream: BinaryIO, length: int) -> Iterator[bytes]:
+    """Exactly `length` bytes of `stream`, in pieces; IncompleteBody if it ends before."""
+    left = length
+    while left > 0:
+        data = stream.read(min(CHUNK_SIZE, left))
+        if not data:
+            raise IncompleteBody(
+                f"The body ended after {length - left} of {length} bytes.",
+                {"expected": length, "received": length - left},
+            )
+        yield data
+        left -= len(data)
 
 
 def new_upload_id() -> str:

@@ -100,9 +100,13 @@ def _record_pool() -> ThreadPoolExecutor:
 
 
 class _EncryptingWriter(ObjectWriter):
-    def __init__(self, objects: "EncryptedObjects", target: str | None):
+    def __init__(self, objects: "EncryptedObjects", target: str | None, size: int | None = None):
         self._objects = objects
-        self._inner = objects.inner.writer(target)
+        if size is None:
+            self._inner = objects.inner.writer(target)
+        else:  # the sealed size: the header, and a tag per segment (at least one)
+            sealed = HEADER_SIZE + size + TAG_SIZE * max(1, -(-size // SEGMENT_SIZE))
+            self._inner = objects.inner.sized_writer(target, sealed)
         self._data_key = AESGCM.generate_key(bit_length=256)
         self._aead = AESGCM(self._data_key)
         self._header = _Header.new(secrets.token_bytes(16), secrets.token_bytes(7))
@@ -284,6 +288,9 @@ class EncryptedObjects(ObjectStore):
 
     def writer(self, target: str | None = None) -> ObjectWriter:
         return _EncryptingWriter(self, target)
+
+    def sized_writer(self, name: str, size: int) -> ObjectWriter:
+        return _EncryptingWriter(self, name, size)
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> BinaryIO:
         return _DecryptingReader(self, name, offset, length)  # type: ignore[return-value]

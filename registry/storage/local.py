@@ -5,22 +5,25 @@ fsynced, and are renamed into place, so a blob's name never shows partial conten
 """
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from registry.errors import ChecksumMismatch, IncompleteBody, TooLarge
+from registry.errors import ChecksumMismatch, TooLarge
 
 from .base import (
     CHUNK_SIZE,
     BlobInfo,
     BlobStore,
     BlobWriter,
+    body_pieces,
     check_digest,
     check_expected,
     check_upload_id,
@@ -160,19 +163,9 @@ class LocalBlobStore(BlobStore):
         hasher = self._take_hasher(upload_id, offset)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
         try:
-            left, position = length, offset
-            while left > 0:
-                data = stream.read(min(CHUNK_SIZE, left))
-                if not data:
-                    raise IncompleteBody(
-                        f"The body ended after {length - left} of {length} bytes.",
-                        {"expected": length, "received": length - left},
-                    )
-                os.pwrite(fd, data, position)
-                if hasher is not None:
-                    hasher.update(data)
-                position += len(data)
-                left -= len(data)
+            with _PieceSink(fd, offset, hasher) as sink:
+                for data in body_pieces(stream, length):
+                    sink.put(data)
         finally:
             os.close(fd)
         if hasher is not None:
@@ -264,6 +257,75 @@ class LocalBlobStore(BlobStore):
             self._hashers.move_to_end(upload_id)
             while len(self._hashers) > self._HASHER_SLOTS:
                 self._hashers.popitem(last=False)
+
+
+class _PieceSink:
+    """Writes a part's pieces at their offsets and hashes them, on two helper threads.
+
+    Receiving a piece, writing it and hashing it all release the GIL, so while the
+    request's thread receives piece n+1, one helper writes piece n and another hashes it:
+    on two cores the three overlap instead of adding up (the write alone cost ~1 s/GiB
+    here). Order is kept and memory stays bounded: `put` waits until the previous piece
+    is written and hashed before handing over the next one.
+    """
+
+    def __init__(self, fd: int, offset: int, hasher):
+        self._fd, self._position, self._flushed = fd, offset, offset
+        self._hasher = hasher
+        self._writing = ThreadPoolExecutor(1, thread_name_prefix="part-write")
+        self._hashing = ThreadPoolExecutor(1, thread_name_prefix="part-sha256")
+        self._pending: list = []
+
+    def put(self, data: bytes) -> None:
+        self.wait()
+        self._pending = [self._writing.submit(self._write, data, self._position)]
+        if self._hasher is not None:
+            self._pending.append(self._hashing.submit(self._hasher.update, data))
+        self._position += len(data)
+
+    def _write(self, data: bytes, position: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, position)
+            view, position = view[written:], position + written
+        if position - self._flushed >= _WRITEBACK_STEP:
+            _start_writeback(self._fd, self._flushed, position - self._flushed)
+            self._flushed = position
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+                _start_writeback(self._fd, self._flushed, self._position - self._flushed)
+        finally:  # nothing may still write once the caller closes the file
+            self._writing.shutdown(wait=True)
+            self._hashing.shutdown(wait=True)
+
+
+# The final fsync of a multi-GiB upload used to wait for every byte at once (half a
+# second per GiB here). Asking the kernel to start writing each few MiB as they arrive
+# (Linux sync_file_range, SYNC_FILE_RANGE_WRITE: start, do not wait) spreads that work
+# over the upload; durability still comes only from the fsync in finish_upload.
+_WRITEBACK_STEP = 8 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2
+try:
+    _sync_file_range = ctypes.CDLL(None, use_errno=True).sync_file_range
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+except (AttributeError, OSError):  # not Linux: the final fsync does it all
+    _sync_file_range = None
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    if _sync_file_range is not None and length > 0:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # advisory: result unused
 
 
 def _hash_file(file) -> str:

@@ -13,13 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from registry.errors import ChecksumMismatch, IncompleteBody, TooLarge
+from registry.errors import ChecksumMismatch, TooLarge
 
 from .base import (
     CHUNK_SIZE,
     BlobInfo,
     BlobStore,
     BlobWriter,
+    body_pieces,
     check_digest,
     check_expected,
     check_upload_id,
@@ -49,6 +50,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def writer(self, target: str | None = None) -> ObjectWriter:
         """A new object; `target` is a hint of the name it will most likely be published as."""
+
+    def sized_writer(self, name: str, size: int) -> ObjectWriter:
+        """A writer of `name` that will be given `size` bytes (a staged chunk), so that a
+        backend can pick the cheaper way to store them (S3: one PUT when small enough)."""
+        return self.writer(name)
 
     @abstractmethod
     def read(self, name: str, offset: int = 0, length: int | None = None) -> BinaryIO:
@@ -228,18 +234,10 @@ class ContentStore(BlobStore):
         for name, _ in self.objects.list(prefix, start_after=f"{prefix}{offset:020d}"):
             self.objects.delete(name)
         name = f"{prefix}{offset:020d}-{length:020d}"
-        writer = self.objects.writer(name)  # on S3: no temporary key, no copy
+        writer = self.objects.sized_writer(name, length)  # on S3: no temporary key, no copy
         try:
-            left = length
-            while left > 0:
-                data = stream.read(min(CHUNK_SIZE, left))
-                if not data:
-                    raise IncompleteBody(
-                        f"The body ended after {length - left} of {length} bytes.",
-                        {"expected": length, "received": length - left},
-                    )
+            for data in body_pieces(stream, length):
                 writer.write(data)
-                left -= len(data)
             writer.publish(name, overwrite=True)
         except BaseException:
             writer.abort()

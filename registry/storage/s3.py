@@ -4,7 +4,8 @@ boto3 speaks the protocol (multipart uploads, ranged GETs, copies, presigned URL
 endpoint, credentials and region come from the environment as boto3 reads them
 (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`,
 profiles, instance roles). Nothing is kept on a node's disk: a writer holds at most a few
-multipart parts in memory (the one being filled and PARTS_IN_FLIGHT being sent).
+multipart parts in memory (the one being filled and PARTS_IN_FLIGHT being sent), or one
+object of up to SINGLE_PUT_LIMIT sent as a single PUT.
 """
 
 import contextlib
@@ -26,6 +27,10 @@ PARTS_IN_FLIGHT = 4  # per writer
 COPY_LIMIT = 5 * 1024**3  # the largest object one CopyObject (or UploadPartCopy) can copy
 MIN_PART_SIZE = 5 * 1024 * 1024  # every multipart part but the last
 MAX_PARTS = 10_000
+# An object known to be at most this big (a staged chunk: the CLI sends 16 MiB), or one whose
+# name is not known yet, is sent as one PUT once complete: a multipart upload costs three
+# more requests and a server-side concatenation (plus a copy, when it had no name).
+SINGLE_PUT_LIMIT = PARTS_IN_FLIGHT * PART_SIZE  # no more memory than a writer's parts in flight
 
 
 @cache
@@ -69,8 +74,8 @@ class _Body:
 
 
 class _S3Writer(ObjectWriter):
-    def __init__(self, objects: "S3Objects", target: str | None):
-        self._objects = objects
+    def __init__(self, objects: "S3Objects", target: str | None, single_put: bool = False):
+        self._objects, self._single_put = objects, single_put
         # Parts go straight to the expected name when there is one (a multipart upload is
         # invisible until completed), else to a temporary key copied at publish.
         self._key = objects.key(target or f"tmp/{secrets.token_hex(16)}")
@@ -85,15 +90,19 @@ class _S3Writer(ObjectWriter):
         self._buffer += data
         # Strictly more than a part: an object of exactly PART_SIZE (a staged 8 MiB chunk)
         # stays one PUT instead of a multipart upload of one part.
-        if len(self._buffer) > PART_SIZE:
-            self._send_part()
+        if len(self._buffer) > (SINGLE_PUT_LIMIT if self._single_put else PART_SIZE):
+            self._single_put = False  # more than announced after all: parts, as usual
+            while len(self._buffer) > PART_SIZE:
+                self._send_part()
 
     def _send_part(self) -> None:
         s3, bucket = self._objects.client, self._objects.bucket
         if self._upload_id is None:
             self._upload_id = s3.create_multipart_upload(Bucket=bucket, Key=self._key)["UploadId"]
         number = len(self._parts) + len(self._sending) + 1
-        body, self._buffer = bytes(self._buffer), bytearray()
+        with memoryview(self._buffer) as view:
+            body = bytes(view[:PART_SIZE])
+        del self._buffer[:PART_SIZE]
         # Parts travel in parallel, as boto3's own transfers do, but at most a few per
         # writer, so memory stays bounded (PARTS_IN_FLIGHT x PART_SIZE).
         self._sending.append(
@@ -264,7 +273,12 @@ class S3Objects(ObjectStore):
         return self.prefix + name
 
     def writer(self, target: str | None = None) -> ObjectWriter:
-        return _S3Writer(self, target)
+        # Without a name to write to, a multipart upload goes to a temporary key copied into
+        # place at publish; an object small enough for one PUT is sent under its name.
+        return _S3Writer(self, target, single_put=target is None)
+
+    def sized_writer(self, name: str, size: int) -> ObjectWriter:
+        return _S3Writer(self, name, single_put=size <= SINGLE_PUT_LIMIT)
 
     def composer(self, name: str, sources: "list[tuple[str, int]]") -> Composer | None:
         sizes = [size for _, size in sources]

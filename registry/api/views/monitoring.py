@@ -41,9 +41,9 @@ class _RawJson:
         raise InvalidInput("The body is read by the view.")
 
 
-def read_batch(request) -> tuple[object, list[str] | None]:
-    """The JSON body, parsed once, with each record's own text (ingest.load_batch); or
-    TooLarge past MODELGATE_INGEST_MAX_BYTES."""
+def read_batch(request) -> object:
+    """The JSON body, parsed (ingest.load_batch); or TooLarge past
+    MODELGATE_INGEST_MAX_BYTES."""
     from django.conf import settings
 
     limit = settings.MODELGATE_INGEST_MAX_BYTES
@@ -75,7 +75,7 @@ class PredictionIngest(APIView):
         responses={202: IngestResultSerializer, **errors(400, 413)},
     )
     def post(self, request):
-        result = ingest.ingest_predictions(request.auth, *read_batch(request))
+        result = ingest.ingest_predictions(request.auth, read_batch(request))
         return Response(result, status=status.HTTP_202_ACCEPTED)
 
 
@@ -89,7 +89,7 @@ class FeedbackIngest(APIView):
         responses={202: IngestResultSerializer, **errors(400, 413)},
     )
     def post(self, request):
-        result = ingest.ingest_feedback(request.auth, read_batch(request)[0])
+        result = ingest.ingest_feedback(request.auth, read_batch(request))
         return Response(result, status=status.HTTP_202_ACCEPTED)
 
 

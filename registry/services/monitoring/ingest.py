@@ -6,11 +6,13 @@ so a re-sent batch is stored once and its repeats are counted as duplicates. Bat
 not audited one by one: they are data, not changes to the registry.
 
 Throughput (issue 8, bench/monitoring.py ingest) is bounded by Python work per record, so
-the common case takes shortcuts: features are checked by a few C-level passes (_plain),
-and only a record those cannot vouch for is checked value by value, which names the bad
-field. On Postgres, rows go by COPY into a temporary table, then one INSERT ... SELECT ...
-ON CONFLICT DO NOTHING; inputs and outputs are not encoded again but taken from each
-record's own JSON text (load_batch), which Postgres parses as COPY itself would.
+the common case takes shortcuts: bodies are parsed and inputs and outputs encoded by
+orjson, features are checked by a few C-level passes (_plain), and only a record those
+cannot vouch for is checked value by value, which names the bad field. On Postgres, rows
+go by COPY straight into the table: a new batch (the common case) costs what COPY costs.
+COPY knows no ON CONFLICT, so a batch holding a record already stored (a re-sent batch)
+makes it fail on the unique key; then the batch goes by COPY into a temporary table and
+one INSERT ... SELECT ... ON CONFLICT DO NOTHING instead.
 """
 
 import contextlib
@@ -22,8 +24,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings
-from django.db import DataError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -59,7 +62,6 @@ FEEDBACK_FIELDS = {"model", "request_id", "label", "value"}
 # Compact JSON as stored; allow_nan=False: never NaN/Infinity, which Postgres refuses.
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _FEATURE_TYPES = frozenset({float, int, str, bool, type(None)})
-# Columns of a prediction record; the last ones may come from the record's own JSON text.
 _PREDICTION_COLUMNS = (
     "version_number",
     "environment",
@@ -70,59 +72,40 @@ _PREDICTION_COLUMNS = (
     "inputs",
     "outputs",
 )
-_FROM_TEXT = ("inputs", "outputs")
+
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
-_BATCH_START = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"records"[ \t\n\r]*:[ \t\n\r]*\[[ \t\n\r]*')
-_BATCH_NEXT = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
-_BATCH_END = re.compile(r"[ \t\n\r]*\}[ \t\n\r]*")
-
-
-def load_batch(data: bytes) -> tuple[Any, list[str] | None]:
-    """A request body parsed, and the JSON text of each record when the body has the usual
-    shape {"records": [...]}: ingest_predictions stores inputs and outputs from those."""
+def load_batch(data: bytes) -> Any:
+    """A request body parsed. orjson reads UTF-8 JSON a few times faster than the standard
+    library and refuses NaN, Infinity, numbers that overflow and lone surrogates; what it
+    refuses (a syntax error, but also UTF-16 or a BOM) goes the standard library's way,
+    which takes those and says what is wrong with the rest. orjson would read an integer
+    beyond 64 bits as the nearest float, so a body with 19 digits in a row (maybe such an
+    integer) goes the standard library's way too, which keeps every integer exact."""
+    if not _LONG_DIGITS.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = None  # UTF-16 or -32, which json.loads still takes; or not JSON at all
-    if text is not None and (found := _split_batch(text)) is not None:
-        return found
-    try:
-        if text is None:
-            return json.loads(data, parse_constant=_reject_constant), None
-        return _decoder.decode(text), None
-    except (ValueError, UnicodeDecodeError) as exc:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput(f"The body is not valid JSON: {exc}") from None
 
 
-def _split_batch(text: str) -> tuple[dict, list[str]] | None:
-    """The records one by one with the JSON scanner, noting where each lies; None for any
-    other shape or a syntax error, which json.loads then reports."""
-    start = _BATCH_START.match(text)
-    if start is None:
-        return None
-    scan, index, records, texts = _decoder.scan_once, start.end(), [], []
+def _dump(value: Any) -> str:
+    """Compact JSON as stored, by orjson; by the standard library when orjson refuses (an
+    integer beyond 64 bits, from a body the standard library read)."""
     try:
-        while True:
-            record, end = scan(text, index)
-            records.append(record)
-            texts.append(text[index:end])
-            after = _BATCH_NEXT.match(text, end)
-            if after is None:
-                return None
-            index = after.end()
-            if after.group(1) == "]":
-                break
-    except (StopIteration, ValueError):
-        return None
-    if _BATCH_END.fullmatch(text, index) is None:
-        return None
-    return {"records": records}, texts
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return _encode(value)
 
 
 def require_ingest_token(token: Any) -> ApiToken:
@@ -216,7 +199,7 @@ def _json(value: Any, field: str, depth: int = 0) -> None:
 
 
 def _request_id(value: Any) -> str:
-    if not isinstance(value, str) or not REQUEST_ID.match(value):
+    if not isinstance(value, str) or not REQUEST_ID.fullmatch(value):  # not even a "\n"
         raise _Bad(
             "must be 1-128 characters of letters, digits, '.', '_', ':' and '-'", "request_id"
         )
@@ -260,25 +243,26 @@ def _times(oldest: datetime, newest: datetime) -> Callable[[Any], datetime]:
     return parse
 
 
-def _prediction(
-    record: dict, token: ApiToken, times: Callable[[Any], datetime], encode: bool
-) -> tuple:
+def _prediction(record: dict, token: ApiToken, times: Callable[[Any], datetime]) -> tuple:
+    """A record's row: the values of _PREDICTION_COLUMNS, inputs and outputs as JSON text."""
     version = record.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise _Bad("must be a version number", "version")
     environment = record.get("environment") or token.environment
     if token.environment and environment != token.environment:
         raise PermissionDenied(f"This token may only write for environment '{token.environment}'.")
-    if not isinstance(environment, str) or not _ENVIRONMENT.match(environment):
+    if not isinstance(environment, str) or not _ENVIRONMENT.fullmatch(environment):
         raise _Bad("is required: an environment name such as 'staging'", "environment")
     inputs = record.get("inputs", {})
     _inputs(inputs)
     outputs = record.get("outputs", {})
     if not isinstance(outputs, dict):
         raise _Bad("must be an object", "outputs")
-    _json(outputs, "outputs")
-    outputs_json = _encode(outputs)
-    if len(outputs_json) > MAX_OUTPUT_BYTES:
+    if not _plain_outputs(outputs):
+        _json(outputs, "outputs")
+    outputs_json = _dump(outputs)
+    # A character takes at most 4 bytes: most outputs need not be encoded to know.
+    if len(outputs_json) * 4 > MAX_OUTPUT_BYTES and len(outputs_json.encode()) > MAX_OUTPUT_BYTES:
         raise _Bad(f"is larger than {MAX_OUTPUT_BYTES} bytes", "outputs")
     latency = record.get("latency_ms")
     if latency is not None:
@@ -290,17 +274,16 @@ def _prediction(
             raise _Bad("must be a finite number", "latency_ms") from None
     error = record.get("error")
     error = "" if error is None else _text(error, "error", MAX_ERROR)
-    row = (
+    return (
         version,
         environment,
         _request_id(record.get("request_id")),
         times(record.get("at")),
         latency,
         error,
+        _dump(inputs),
+        outputs_json,
     )
-    # Encoding 50 floats back to JSON costs more than all the checks: skipped when
-    # Postgres takes inputs and outputs from the batch's own JSON text.
-    return (*row, _encode(inputs), outputs_json) if encode else row
 
 
 def _inputs(inputs: Any) -> None:
@@ -341,6 +324,22 @@ def _plain(inputs: dict) -> bool:
     )
 
 
+def _plain_outputs(outputs: dict) -> bool:
+    """_plain for outputs, which may also hold flat lists of numbers (probabilities)."""
+    lists = [value for value in outputs.values() if type(value) is list]
+    if not lists:
+        return _plain(outputs)
+    numbers = [item for value in lists for item in value]
+    if not set(map(type, numbers)) <= {float, int}:
+        return False
+    try:
+        if not math.isfinite(sum(numbers)):
+            return False
+    except OverflowError:  # an int too large for a float
+        return False
+    return _plain({key: value for key, value in outputs.items() if type(value) is not list})
+
+
 def _utf8(text: str) -> bool:
     try:
         text.encode()
@@ -365,43 +364,73 @@ def _copy_text(value: Any) -> str:
     return str(value)  # int, float: repr round-trips exactly
 
 
+def _copy_line(row: tuple) -> str:
+    return "\t".join(map(_copy_text, row)) + "\n"
+
+
+def _prediction_lines() -> Callable[[tuple], str]:
+    """_copy_line for the prediction rows of one batch, at a fraction of its cost per row:
+    the version is an int, environment and request id are checked to hold no tab, newline
+    or backslash, latency is a float or None, the batch's times repeat, and JSON text
+    holds no raw tab or newline (only a backslash needs escaping)."""
+    stamps: dict[datetime, str] = {}
+
+    def line(row: tuple) -> str:
+        version, environment, request_id, at, latency, error, inputs, outputs = row
+        stamp = stamps.get(at)
+        if stamp is None:
+            stamp = stamps[at] = at.isoformat()
+        latency = "\\N" if latency is None else repr(latency)
+        error = _copy_text(error) if error else ""
+        if "\\" in inputs:
+            inputs = inputs.replace("\\", "\\\\")
+        if "\\" in outputs:
+            outputs = outputs.replace("\\", "\\\\")
+        return (
+            f"{version}\t{environment}\t{request_id}\t{stamp}\t{latency}\t{error}\t"
+            f"{inputs}\t{outputs}\n"
+        )
+
+    return line
+
+
 def _insert(
     table: str,
     columns: Sequence[str],
     rows: Sequence[tuple],
     fixed: dict,
-    from_record: Sequence[str] = (),
+    copy_line: Callable[[tuple], str] = _copy_line,
 ) -> int:
     """INSERT ... ON CONFLICT DO NOTHING of `rows` (values of `columns`), with the `fixed`
     values in every row; returns how many rows were new. Call inside a transaction.
-
-    Postgres only: with `from_record`, each row ends with its record's JSON text, and those
-    columns are the record's fields of the same name."""
-    names = ", ".join(columns)
-    every = ", ".join([*fixed, *columns, *from_record])
+    On Postgres, `copy_line` writes a row as a line of COPY text."""
+    names = ", ".join([*fixed, *columns])
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
-            return _insert_values(cursor, table, every, [(*fixed.values(), *row) for row in rows])
-        # COPY is the fastest way in, but knows no ON CONFLICT: it fills a temporary table
-        # of the same column types, which one INSERT then moves over.
-        record = ", NULL::jsonb AS record" if from_record else ""
-        copy_of = f'SELECT {names}{record} FROM "{table}" WITH NO DATA'  # noqa: S608 - fixed names
+            return _insert_values(cursor, table, names, [(*fixed.values(), *row) for row in rows])
+        prefix = "".join(f"{_copy_text(value)}\t" for value in fixed.values())
+        text = "".join([prefix + line for line in map(copy_line, rows)])
+        try:
+            # Straight in, as long as no record is already there (a savepoint undoes it).
+            with transaction.atomic(), connection.wrap_database_errors:
+                cursor.copy_expert(
+                    f'COPY "{table}" ({names}) FROM STDIN', io.StringIO(text), COPY_BLOCK
+                )
+            return len(rows)
+        except IntegrityError:
+            pass
+        # Through a temporary table of the same column types, which one INSERT then moves
+        # over, leaving out what is already there.
+        copy_of = f'SELECT {names} FROM "{table}" WITH NO DATA'  # noqa: S608 - fixed names
         cursor.execute(f"CREATE TEMP TABLE ingest_rows ON COMMIT DROP AS {copy_of}")
-        buffer = io.StringIO()
-        for row in rows:
-            buffer.write("\t".join(map(_copy_text, row)))
-            buffer.write("\n")
-        buffer.seek(0)
-        copied = f"{names}, record" if from_record else names
         with connection.wrap_database_errors:  # as Django's execute does: DataError etc.
-            cursor.copy_expert(f"COPY ingest_rows ({copied}) FROM STDIN", buffer, COPY_BLOCK)
-        del buffer
-        taken = "".join(f", COALESCE(record -> '{name}', '{{}}'::jsonb)" for name in from_record)
+            cursor.copy_expert(
+                f"COPY ingest_rows ({names}) FROM STDIN", io.StringIO(text), COPY_BLOCK
+            )
+        del text
         cursor.execute(
-            f'INSERT INTO "{table}" ({every}) '  # noqa: S608 - fixed names
-            f"SELECT {', '.join(['%s'] * len(fixed))}, {names}{taken} FROM ingest_rows "
-            "ON CONFLICT DO NOTHING",
-            list(fixed.values()),
+            f'INSERT INTO "{table}" ({names}) '  # noqa: S608 - fixed names
+            f"SELECT {names} FROM ingest_rows ON CONFLICT DO NOTHING"
         )
         inserted = cursor.rowcount
         # Gone now, not at commit: tests (and callers) may hold an outer transaction.
@@ -426,17 +455,10 @@ def _insert_values(cursor, table: str, names: str, rows: list[tuple]) -> int:
     return inserted
 
 
-def ingest_predictions(
-    token: ApiToken, payload: Any, texts: Sequence[str] | None = None
-) -> dict[str, int]:
-    """Store a batch of prediction records for the token's model: all of them or none.
-
-    `texts`, if given, are the JSON texts the records were parsed from (load_batch): on
-    Postgres, inputs and outputs are then stored from them, not encoded again."""
+def ingest_predictions(token: ApiToken, payload: Any) -> dict[str, int]:
+    """Store a batch of prediction records for the token's model: all of them or none."""
     token = require_ingest_token(token)
     records = _records(payload, PREDICTION_FIELDS)
-    if connection.vendor != "postgresql" or texts is None or len(texts) != len(records):
-        texts = None
     now = timezone.now()
     oldest = now - timedelta(days=settings.MODELGATE_PREDICTION_RETENTION_DAYS)
     times = _times(oldest, now + FUTURE_SKEW)
@@ -444,7 +466,7 @@ def ingest_predictions(
     for index, record in enumerate(records):
         _model(record, token, index)
         try:
-            rows.append(_prediction(record, token, times, encode=texts is None))
+            rows.append(_prediction(record, token, times))
         except _Bad as exc:
             raise _fail(index, exc) from None
         except PermissionDenied as exc:
@@ -464,16 +486,8 @@ def ingest_predictions(
     partitions.ensure({at.date() for at in {row[3] for row in rows}})
     fixed = {"model_id": token.model_id, "received_at": now}
     with _refused(), transaction.atomic():
-        if texts is None:
-            accepted = _insert(Record._meta.db_table, _PREDICTION_COLUMNS, rows, fixed)
-        else:
-            accepted = _insert(
-                Record._meta.db_table,
-                _PREDICTION_COLUMNS[: -len(_FROM_TEXT)],
-                [(*row, record) for row, record in zip(rows, texts, strict=True)],
-                fixed,
-                _FROM_TEXT,
-            )
+        table = Record._meta.db_table
+        accepted = _insert(table, _PREDICTION_COLUMNS, rows, fixed, _prediction_lines())
     return {"accepted": accepted, "duplicates": len(rows) - accepted}
 
 

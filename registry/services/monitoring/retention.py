@@ -2,6 +2,8 @@
 
 On Postgres whole day partitions are dropped (cheap, no table bloat); on SQLite (the
 laptop) old rows are deleted. Feedback is small beside predictions and is deleted by row.
+Aggregated windows are kept much longer (MODELGATE_MONITORING_WINDOW_RETENTION_DAYS), but
+not forever: a few hundred rows a day per version and environment add up.
 """
 
 import logging
@@ -11,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from registry.models import PredictionFeedback, PredictionRecord
+from registry.models import MonitoringWindow, PredictionFeedback, PredictionRecord
 
 from ..events import record_event
 from . import partitions
@@ -35,7 +37,11 @@ def expire_predictions(now=None) -> dict:
         dropped = []
         deleted, _ = PredictionRecord.objects.filter(at__lt=cutoff).delete()
     feedback, _ = PredictionFeedback.objects.filter(at__lt=cutoff).delete()
-    if dropped or deleted or feedback:
+    # Never before the records' own cutoff: a window whose records are still there would
+    # be missing until a late record made the aggregation recompute it.
+    window_days = max(settings.MODELGATE_MONITORING_WINDOW_RETENTION_DAYS, days)
+    windows, _ = MonitoringWindow.objects.filter(end__lt=now - timedelta(days=window_days)).delete()
+    if dropped or deleted or feedback or windows:
         with transaction.atomic():
             record_event(
                 "monitoring.expired",
@@ -45,7 +51,19 @@ def expire_predictions(now=None) -> dict:
                     "partitions_dropped": dropped,
                     "records_deleted": deleted,
                     "feedback_deleted": feedback,
+                    "window_retention_days": window_days,
+                    "windows_deleted": windows,
                 },
             )
-        log.info("prediction retention: dropped %s, deleted %s rows", dropped, deleted)
-    return {"partitions_dropped": dropped, "records_deleted": deleted, "feedback_deleted": feedback}
+        log.info(
+            "prediction retention: dropped %s, deleted %s rows and %s windows",
+            dropped,
+            deleted,
+            windows,
+        )
+    return {
+        "partitions_dropped": dropped,
+        "records_deleted": deleted,
+        "feedback_deleted": feedback,
+        "windows_deleted": windows,
+    }
