@@ -262,8 +262,12 @@ def _aggregation(ctx: Context, model_id: int) -> list[Row]:
                 NAME,
                 f"aggregate one window of {AGG_RECORDS:,} records x {FEATURES} features ({drift})",
                 seconds=result["seconds"],
-                ok=result["requests"] == AGG_RECORDS and result["seconds"] < 10,
-                note=f"goal < 10 s; PSI + chi-squared per feature, latency p50/p95/p99; "
+                # The goal is for the default (sampled) drift; drift on every record is
+                # shown for comparison and only has to count every record.
+                ok=result["requests"] == AGG_RECORDS
+                and (not int(sample) or result["seconds"] < 10),
+                note=("goal < 10 s; " if int(sample) else "for comparison (no goal); ")
+                + f"PSI + chi-squared per feature, latency p50/p95/p99; "
                 f"max PSI {result['max_psi']:.4f}",
                 details={**result, "generate_seconds": generated},
             )
