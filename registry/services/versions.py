@@ -25,23 +25,34 @@ METADATA_FIELDS = {"description", "metrics", "params", "tags", "lineage"}
 METADATA_FIELDS |= {"baseline", "explanations"}  # monitoring, see services.monitoring.baseline
 
 
+def parse_ref(ref: str | int) -> tuple[str, str | int | None]:
+    """("number", n), ("latest", None) or ("alias", name) for a version reference."""
+    ref = str(ref)
+    if ref.isascii() and ref.isdigit():
+        return "number", int(ref)
+    if ref == "latest":
+        return "latest", None
+    if ref.startswith("@"):
+        return "alias", ref[1:]
+    raise InvalidInput(
+        f"'{ref}' is not a version: use a number, '@alias' or 'latest'.", {"version": ref}
+    )
+
+
 def resolve_version(model: RegisteredModel, ref: str | int) -> ModelVersion:
     """A version by number, `@alias`, or `latest` (the newest ready version)."""
     ref = str(ref)
+    kind, value = parse_ref(ref)
     versions = ModelVersion.objects.filter(model=model).select_related("model")
-    if ref.isascii() and ref.isdigit():
-        found = versions.filter(number=int(ref)).first()
-    elif ref == "latest":
+    if kind == "number":
+        found = versions.filter(number=value).first()
+    elif kind == "latest":
         found = versions.filter(state=State.READY).order_by("-number").first()
-    elif ref.startswith("@"):
-        alias = Alias.objects.filter(model=model, name=ref[1:]).select_related("version").first()
+    else:
+        alias = Alias.objects.filter(model=model, name=value).select_related("version").first()
         found = alias.version if alias else None
         if alias:
             found.model = model
-    else:
-        raise InvalidInput(
-            f"'{ref}' is not a version: use a number, '@alias' or 'latest'.", {"version": ref}
-        )
     if found is None:
         raise NotFound(
             f"Version '{ref}' of model '{model.name}' does not exist.",
@@ -79,19 +90,11 @@ def read_version(name: str, ref: str | int) -> ModelVersion:
     read path's hot spot): the version with its model and creator (other fields of those
     two are loaded on access), then `alias_names` and `file_rows` (path, size, sha256,
     complete) set on it. Errors as resolve_version's."""
-    ref = str(ref)
-    if ref.isascii() and ref.isdigit():
-        if int(ref) > 2**31 - 1:  # beyond the column's range: no such version
-            return resolve_version(get_model(name), ref)
-        sql, params = _READ_BY["number"], [name, int(ref)]
-    elif ref == "latest":
-        sql, params = _READ_BY["latest"], [name]
-    elif ref.startswith("@"):
-        sql, params = _READ_BY["alias"], [ref[1:], name]
-    else:
-        raise InvalidInput(
-            f"'{ref}' is not a version: use a number, '@alias' or 'latest'.", {"version": ref}
-        )
+    kind, value = parse_ref(ref)
+    if kind == "number" and value > 2**31 - 1:  # beyond the column's range: no such version
+        return resolve_version(get_model(name), ref)
+    sql = _READ_BY[kind]
+    params = {"number": [name, value], "latest": [name], "alias": [value, name]}[kind]
     found = next(iter(ModelVersion.objects.raw(sql, params)), None)
     if found is None:
         # The model's own 404 if it is the model that is missing, else the version's.

@@ -2,7 +2,7 @@
 
 import json
 
-from django.db.models import Prefetch, Subquery
+from django.db.models import Subquery
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from registry.errors import Conflict, InvalidInput, NotFound
-from registry.models import Alias, ModelVersion, RegisteredModel, VersionFile
+from registry.models import ModelVersion, RegisteredModel
 from registry.services import uploads, versions
 from registry.services.queries import (
     SUMMARY_FIELDS,
@@ -44,22 +44,10 @@ REF_PARAM = OpenApiParameter(
 )
 
 
-def _aliases():
-    return Prefetch("aliases", queryset=Alias.objects.only("name", "version_id"))
-
-
-def version_detail(version: ModelVersion) -> ModelVersion:
-    files = VersionFile.objects.order_by("path")
-    return (
-        ModelVersion.objects.select_related("model", "created_by")
-        .prefetch_related(_aliases(), Prefetch("files", queryset=files))
-        .get(pk=version.pk)
-    )
-
-
 def detail_response(request, version: ModelVersion) -> Response:
-    serializer = VersionDetailSerializer(version_detail(version), context={"request": request})
-    return Response(serializer.data)
+    """The version's detail as GET answers it, read afresh (after a change, too)."""
+    version = versions.read_version(version.model.name, version.number)
+    return Response(VersionDetailSerializer(version, context={"request": request}).data)
 
 
 class VersionList(generics.GenericAPIView):
