@@ -4,7 +4,8 @@
     make soak MINUTES=2 SOAK_ARGS="--processes 2"
 
 Each load process owns a model and, until the time is up, picks at random: upload a
-version (one or two files, sometimes sent in two `Content-Range` chunks) and finalize it;
+version (one or two files, sometimes sent in two `Content-Range` chunks) and finalize it,
+while fewer than MAX_PROCESSING of its versions are still processing (else it reads);
 move the unprotected alias `candidate`; request a promotion to the `soak-staging`
 environment and approve it as a reviewer; or read (a version by `@alias`, the list, a
 file download checked against the sha256 it uploaded). Any 5xx or unexpected status is
@@ -43,6 +44,9 @@ import httpx
 ENVIRONMENT = "soak-staging"
 ALIAS = "candidate"
 OPEN_PROMOTIONS = ("pending", "approved", "promoting")
+# A load process uploads while fewer of its versions than this are still processing, as a
+# pipeline that waits for its pushes does: the backlog stays what the workers can drain.
+MAX_PROCESSING = 4
 
 
 # --- The load (runs in child processes: no Django here) ---------------------------------
@@ -81,6 +85,9 @@ class Load:
         return f"/api/v1/models/{self.result.model}/versions/{suffix}"
 
     def upload(self) -> None:
+        if self.processing() >= MAX_PROCESSING:
+            self.read()
+            return
         blobs = {
             f"weights-{i}.bin": self.random.randbytes(self.random.randint(1, 512 * 1024))
             for i in range(self.random.randint(1, 2))
@@ -107,6 +114,10 @@ class Load:
         if self.check(self.api.post(self.versions_url(f"{number}/finalize/")), 200):
             self.files[number] = {f["path"]: f["sha256"] for f in files}
             self.result.counts["upload"] += 1
+
+    def processing(self) -> int:
+        response = self.api.get(self.versions_url(f"?state=processing&page_size={MAX_PROCESSING}"))
+        return len(response.json()["results"]) if self.check(response, 200) else MAX_PROCESSING
 
     def ready_versions(self) -> list[int]:
         response = self.api.get(self.versions_url("?state=ready&page_size=20"))
@@ -165,8 +176,7 @@ class Load:
         if not self.check(self.api.post("/api/v1/models/", json={"name": self.result.model}), 201):
             return self.result
         deadline = time.monotonic() + seconds
-        # Weights keep uploads near what one worker processes on a small machine; reads
-        # dominate, as they do in production.
+        # Reads dominate, as they do in production; uploads wait for processing (above).
         actions = [(self.upload, 15), (self.move_alias, 15), (self.promote, 10), (self.read, 60)]
         while time.monotonic() < deadline and len(self.result.errors) < 20:
             action = self.random.choices([a for a, _ in actions], [w for _, w in actions])[0]

@@ -359,13 +359,19 @@ class Job(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     not_before = models.DateTimeField(default=timezone.now)
     enqueued_at = models.DateTimeField(default=timezone.now)
+    # When the reconciler re-sends a still-queued job (its message may be lost); pushed
+    # further out after each re-send, so a long backlog is not flooded with duplicates.
+    resend_at = models.DateTimeField(default=timezone.now)
     lease_until = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["kind", "ref_id"], name="job_unique")]
-        indexes = [models.Index(fields=["state", "enqueued_at"], name="job_state")]
+        indexes = [
+            models.Index(fields=["state", "enqueued_at"], name="job_state"),
+            models.Index(fields=["state", "resend_at"], name="job_resend"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.ref_id} ({self.state})"

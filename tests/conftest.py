@@ -12,11 +12,16 @@ from urllib.parse import urlparse
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.servers.basehttp import WSGIServer
 from rest_framework.test import APIClient
 
 from webui import screenshots
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Django's live test server listens with a backlog of 10; tests that open 50 connections at
+# once (concurrent version creates) would see some refused or reset before it accepts them.
+WSGIServer.request_queue_size = 128
 
 
 def _reachable(url: str, default_port: int) -> bool:

@@ -27,6 +27,8 @@ GIVE_UP: dict[str, Callable[[int, str], None]] = {}
 TASK_NAME = "modelgate.run_job"
 # Jobs that may run for minutes go to their own queue (see CELERY_TASK_QUEUES).
 QUEUES = {"process_version": "processing"}
+# The longest wait between two re-sends of a queued job, in re-send intervals.
+MAX_RESEND_BACKOFF = 16
 
 
 def handler(kind: str, give_up: Callable[[int, str], None] | None = None):
@@ -43,6 +45,10 @@ def _lease() -> timedelta:
     return timedelta(seconds=settings.MODELGATE_JOB_LEASE_SECONDS)
 
 
+def _resend_after() -> timedelta:
+    return timedelta(seconds=settings.MODELGATE_JOB_RESEND_SECONDS)
+
+
 def enqueue(kind: str, ref_id: int, delay: float = 0, coalesce: bool = False) -> None:
     """Record the job now; publish it once the surrounding transaction commits.
 
@@ -56,11 +62,16 @@ def enqueue(kind: str, ref_id: int, delay: float = 0, coalesce: bool = False) ->
             coalesce
             and Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.QUEUED).exists()
         )
+        fields = {
+            "enqueued_at": now,
+            "not_before": not_before,
+            "resend_at": not_before + _resend_after(),
+        }
         updated = Job.objects.filter(kind=kind, ref_id=ref_id).update(
-            state=Job.State.QUEUED, enqueued_at=now, not_before=not_before, lease_until=None
+            state=Job.State.QUEUED, lease_until=None, **fields
         )
         if not updated:
-            Job.objects.create(kind=kind, ref_id=ref_id, enqueued_at=now, not_before=not_before)
+            Job.objects.create(kind=kind, ref_id=ref_id, **fields)
     if not waiting:
         transaction.on_commit(lambda: publish(kind, ref_id, delay))
 
@@ -130,33 +141,43 @@ def _retry_or_give_up(kind: str, ref_id: int, error: str) -> None:
             GIVE_UP[kind](ref_id, error)
         return
     delay = min(2**job.attempts, 300)
+    now = timezone.now()
+    not_before = now + timedelta(seconds=delay)
     Job.objects.filter(pk=job.pk).update(
         state=Job.State.QUEUED,
         last_error=error[:5000],
         lease_until=None,
-        enqueued_at=timezone.now(),
-        not_before=timezone.now() + timedelta(seconds=delay),
+        enqueued_at=now,
+        not_before=not_before,
+        resend_at=not_before + _resend_after(),
     )
     publish(kind, ref_id, delay)
 
 
 def reconcile() -> int:
-    """Re-publish jobs whose message was lost or whose worker died. Returns how many."""
+    """Re-publish jobs whose message was lost or whose worker died. Returns how many.
+
+    A queued job's message may simply be waiting behind a backlog, so each re-send of the
+    same job waits twice as long as the one before (up to MAX_RESEND_BACKOFF re-send
+    intervals): a lost message is still sent again soon, while a long queue is not flooded
+    with duplicates that every worker must take and drop.
+    """
     now = timezone.now()
-    resend_after = timedelta(seconds=settings.MODELGATE_JOB_RESEND_SECONDS)
+    resend_after = _resend_after()
     expired = Job.objects.filter(state=Job.State.RUNNING, lease_until__lt=now)
-    expired.update(state=Job.State.QUEUED, lease_until=None, enqueued_at=now - resend_after)
+    expired.update(state=Job.State.QUEUED, lease_until=None, enqueued_at=now, resend_at=now)
     stale = list(
-        Job.objects.filter(
-            state=Job.State.QUEUED, enqueued_at__lt=now - resend_after, not_before__lte=now
-        ).values_list("kind", "ref_id")[:1000]
+        Job.objects.filter(state=Job.State.QUEUED, resend_at__lte=now, not_before__lte=now)
+        .order_by("resend_at")
+        .values_list("pk", "kind", "ref_id", "enqueued_at", "not_before")[:1000]
     )
     sent = 0
-    for kind, ref_id in stale:
+    for pk, kind, ref_id, enqueued_at, not_before in stale:
         if publish(kind, ref_id):
-            Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.QUEUED).update(
-                enqueued_at=now
-            )
+            # Wait as long again as the job has been due (whole seconds), within bounds.
+            waited = timedelta(seconds=int((now - max(enqueued_at, not_before)).total_seconds()))
+            waited = min(max(waited, resend_after), resend_after * MAX_RESEND_BACKOFF)
+            Job.objects.filter(pk=pk, state=Job.State.QUEUED).update(resend_at=now + waited)
             sent += 1
     if sent:
         log.info("reconciler re-sent %d job(s)", sent)
