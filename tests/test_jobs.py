@@ -119,3 +119,36 @@ def test_jobs_are_resent_oldest_first_and_done_ones_never(sent, interval, queue)
     del sent[:]
     assert jobs.reconcile() == 2
     assert sent == [("process_version", 2), ("process_version", 3)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_transactions_enqueueing_the_same_new_job_at_once_both_succeed():
+    """Two versions finishing together both ask for the Git sync, a job not yet recorded."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite serializes writers: no two transactions enqueue at once")
+    barrier, errors = threading.Barrier(2), []
+
+    def finish():
+        try:
+            with transaction.atomic():
+                Job.objects.exists()  # the transaction has begun
+                barrier.wait()
+                jobs.enqueue("sync_git", 0, coalesce=True)
+                time.sleep(0.3)  # both have written before either commits
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=finish) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert list(Job.objects.values_list("kind", "ref_id", "state")) == [("sync_git", 0, "queued")]

@@ -57,21 +57,24 @@ def enqueue(kind: str, ref_id: int, delay: float = 0, coalesce: bool = False) ->
     """
     now = timezone.now()
     not_before = now + timedelta(seconds=delay)
-    with transaction.atomic():
-        waiting = (
-            coalesce
-            and Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.QUEUED).exists()
-        )
-        fields = {
-            "enqueued_at": now,
-            "not_before": not_before,
-            "resend_at": not_before + _resend_after(),
-        }
-        updated = Job.objects.filter(kind=kind, ref_id=ref_id).update(
-            state=Job.State.QUEUED, lease_until=None, **fields
-        )
-        if not updated:
-            Job.objects.create(kind=kind, ref_id=ref_id, **fields)
+    waiting = (
+        coalesce and Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.QUEUED).exists()
+    )
+    fields = {
+        "state": Job.State.QUEUED,
+        "lease_until": None,
+        "enqueued_at": now,
+        "not_before": not_before,
+        "resend_at": not_before + _resend_after(),
+    }
+    # One INSERT ... ON CONFLICT UPDATE: two transactions enqueueing the same job at once
+    # (two versions finishing together both ask for the Git sync) must not collide.
+    Job.objects.bulk_create(
+        [Job(kind=kind, ref_id=ref_id, **fields)],
+        update_conflicts=True,
+        unique_fields=["kind", "ref_id"],
+        update_fields=[*fields, "updated_at"],
+    )
     if not waiting:
         transaction.on_commit(lambda: publish(kind, ref_id, delay))
 
