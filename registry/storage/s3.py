@@ -84,9 +84,6 @@ class _S3Writer(ObjectWriter):
         # Parts go straight to the expected name when there is one (a multipart upload is
         # invisible until completed), else to a temporary key copied at publish.
         self._key = objects.key(target or f"tmp/{secrets.token_hex(16)}")
-        # Part checksums only where the object is completed under its name: a copy of a
-        # composite checksum is not kept alike by every server (moto drops its part count).
-        self._checksum = objects.checksum if target else {}
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict] = []
@@ -106,7 +103,9 @@ class _S3Writer(ObjectWriter):
     def _send_part(self) -> None:
         s3, bucket = self._objects.client, self._objects.bucket
         if self._upload_id is None:
-            upload = s3.create_multipart_upload(Bucket=bucket, Key=self._key, **self._checksum)
+            upload = s3.create_multipart_upload(
+                Bucket=bucket, Key=self._key, **self._objects.checksum
+            )
             self._upload_id = upload["UploadId"]
         number = len(self._parts) + len(self._sending) + 1
         with memoryview(self._buffer) as view:
@@ -122,7 +121,7 @@ class _S3Writer(ObjectWriter):
                 UploadId=self._upload_id,
                 PartNumber=number,
                 Body=body,
-                **self._checksum,
+                **self._objects.checksum,
             )
         )
         while len(self._sending) >= PARTS_IN_FLIGHT:
@@ -176,7 +175,11 @@ class _S3Writer(ObjectWriter):
                 return False
             source = {"Bucket": bucket, "Key": self._key}
             if self._size <= COPY_LIMIT:  # one server-side request, no part bookkeeping
-                s3.copy_object(CopySource=source, Bucket=bucket, Key=final)
+                # The copy gets a whole-object checksum of its own: a copied composite
+                # one is not kept alike by every server (moto drops its part count).
+                s3.copy_object(
+                    CopySource=source, Bucket=bucket, Key=final, **self._objects.checksum
+                )
             else:
                 s3.copy(source, bucket, final)  # a multipart copy, part by part
             return True
