@@ -21,10 +21,9 @@ def sent():
     """(kind, ref_id) of every run_job message published while the test runs."""
     messages: list[tuple[str, int]] = []
 
-    def record(sender=None, headers=None, body=None, **_):
-        if sender == jobs.TASK_NAME:
-            args = body[0] if isinstance(body, tuple) else headers.get("argsrepr")
-            messages.append(tuple(args))
+    def record(sender=None, body=None, **_):
+        if sender == jobs.TASK_NAME:  # message protocol 2: body is (args, kwargs, embed)
+            messages.append(tuple(body[0]))
 
     after_task_publish.connect(record, weak=False)
     yield messages
