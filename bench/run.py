@@ -35,7 +35,7 @@ import httpx
 if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import api, machine, monitoring, promotion, report, storage, upload
+from bench import api, machine, monitoring, promotion, report, scan, storage, upload
 from bench.core import PRESETS, BenchError, Benchmark, Context, MiB, Options, Row, parse_size
 from bench.server import SERVER_SETUP
 
@@ -63,6 +63,7 @@ BENCHMARKS: list[Benchmark] = [
         "blob store: encryption's cost, ranged reads, S3 backend vs boto3",
         storage.run,
     ),
+    Benchmark(scan.NAME, scan.DESCRIPTION, scan.run),
     Benchmark(
         monitoring.NAME,
         "monitoring: ingest vs COPY, 1M-record aggregation, serve.py with and without capture",

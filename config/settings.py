@@ -247,6 +247,19 @@ MODELGATE_JOB_LEASE_SECONDS = int(os.environ.get("MODELGATE_JOB_LEASE_SECONDS", 
 MODELGATE_JOB_MAX_ATTEMPTS = int(os.environ.get("MODELGATE_JOB_MAX_ATTEMPTS", 6))
 MODELGATE_JOB_RESEND_SECONDS = int(os.environ.get("MODELGATE_JOB_RESEND_SECONDS", 60))
 MODELGATE_RECONCILE_SECONDS = float(os.environ.get("MODELGATE_RECONCILE_SECONDS", 30))
+# The scanner's bounds per file (exceeding one makes the scan "unverified", naming it) and
+# the operator's extra dangerous pickle globals ("module.name" or a whole "module"),
+# judged unsafe on top of the built-in block-list; `manage.py rescan` applies a change.
+MODELGATE_SCAN_MAX_EXPANDED_BYTES = int(
+    os.environ.get("MODELGATE_SCAN_MAX_EXPANDED_BYTES", 64 * 1024**3)
+)
+MODELGATE_SCAN_MAX_RATIO = float(os.environ.get("MODELGATE_SCAN_MAX_RATIO", 200))
+MODELGATE_SCAN_MAX_DEPTH = int(os.environ.get("MODELGATE_SCAN_MAX_DEPTH", 4))
+MODELGATE_SCAN_MAX_MEMBERS = int(os.environ.get("MODELGATE_SCAN_MAX_MEMBERS", 10_000))
+MODELGATE_SCAN_SECONDS_PER_FILE = float(os.environ.get("MODELGATE_SCAN_SECONDS_PER_FILE", 300))
+MODELGATE_SCAN_UNSAFE_GLOBALS = [
+    g.strip() for g in os.environ.get("MODELGATE_SCAN_UNSAFE_GLOBALS", "").split(",") if g.strip()
+]
 MODELGATE_WEBHOOK_ALLOW_PRIVATE = env_bool("MODELGATE_WEBHOOK_ALLOW_PRIVATE", False)
 MODELGATE_WEBHOOK_TIMEOUT = float(os.environ.get("MODELGATE_WEBHOOK_TIMEOUT", 10))
 CELERY_BEAT_SCHEDULE = {

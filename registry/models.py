@@ -43,6 +43,9 @@ class ModelVersion(models.Model):
         PROCESSING = "processing"
         READY = "ready"
         FAILED = "failed"
+        # The scan found a dangerous import: never latest, no alias, no package, and no
+        # download but an admin's explicit, audited one.
+        QUARANTINED = "quarantined"
         ARCHIVED = "archived"
 
     model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="versions")
@@ -59,6 +62,9 @@ class ModelVersion(models.Model):
     model_card = models.TextField(blank=True)
     scan_status = models.CharField(max_length=16, blank=True)
     scan_findings = models.JSONField(default=list, blank=True)
+    # Each file's own verdict and the formats recognised in it: {path: {"status", "formats"}}.
+    scan_files = models.JSONField(default=dict, blank=True)
+    scanned_at = models.DateTimeField(null=True, blank=True)
     package_state = models.CharField(max_length=16, default="none")
     package_sha256 = models.CharField(max_length=64, blank=True)
     package_size = models.BigIntegerField(null=True, blank=True)
@@ -249,6 +255,9 @@ class Environment(models.Model):
     reviewer_group = models.CharField(max_length=150, default="reviewers")
     allow_self_approval = models.BooleanField(default=False)
     gates = models.JSONField(default=list, blank=True)
+    # Pickle globals ("module.name") this environment accepts beyond the scanner's own
+    # allow-list: a version whose only findings are these passes its scan gate here.
+    allowed_globals = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

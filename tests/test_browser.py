@@ -609,14 +609,15 @@ def test_version_status_reports_state_pipeline_scan_and_package(alice, fraud):
 def test_the_version_page_shows_files_scan_metadata_and_the_timeline(alice, fraud):
     production()
     ModelVersion.objects.filter(number=2).update(
-        scan_status="warning",
+        scan_status="unverified",
         scan_findings=[
             {
                 "file": "model.bin",
+                "member": "",
                 "offset": 12,
                 "module": "mylib",
                 "name": "Thing",
-                "severity": "unknown",
+                "severity": "unverified",
                 "detail": "not on the allow-list",
             }
         ],

@@ -188,7 +188,10 @@ def package(tmp_path) -> Path:
     meta = {"model": "churn", "version": 1, "framework": "sklearn", "requirements": []}
     out = io.BytesIO()
     build_package(
-        meta, [FileRef("model.joblib", len(data), digest)], lambda _: io.BytesIO(data), out
+        meta,
+        [FileRef("model.joblib", len(data), digest, scan="clean")],
+        lambda _: io.BytesIO(data),
+        out,
     )
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
         tar.extractall(tmp_path / "package", filter="data")

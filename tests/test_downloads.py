@@ -50,7 +50,7 @@ def test_an_unchanged_file_answers_304(alice_api, model):
 def test_files_download_through_aliases_and_latest(alice_api, model):
     upload_version(alice_api, model, {"m.bin": b"one"})
     upload_version(alice_api, model, {"m.bin": b"two"})
-    ModelVersion.objects.update(state="ready")
+    ModelVersion.objects.update(state="ready", scan_status="clean")
     alice_api.put(f"/api/v1/models/{model}/aliases/production-ish/", {"version": 1}, format="json")
     base = f"/api/v1/models/{model}/versions"
     assert body(alice_api.get(f"{base}/@production-ish/files/m.bin")) == b"one"

@@ -61,7 +61,7 @@ def push(api: Api, model: str, files: dict[str, bytes], metrics: dict) -> int:
 
 def settled(number: int) -> str | None:
     state = ModelVersion.objects.get(number=number).state
-    return state if state in ("ready", "failed") else None
+    return state if state in ("ready", "failed", "quarantined") else None
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ class _Exploit:
         return (os.system, (self.command,))
 
 
-def test_an_unsafe_pickle_is_flagged_and_its_promotion_blocked(
+def test_an_unsafe_pickle_is_quarantined_and_cannot_be_promoted(
     alice, live_server, celery_worker, git_dir, tmp_path
 ):
     import pickle
@@ -221,14 +221,13 @@ def test_an_unsafe_pickle_is_flagged_and_its_promotion_blocked(
     api.post("/models/", json={"name": "trojan"}).raise_for_status()
     payload = pickle.dumps(_Exploit(f"touch {canary}"), protocol=4)
     number = push(api, "trojan", {"model.pkl": payload}, {"accuracy": 0.99})
-    assert wait_for(lambda: settled(number), timeout=120) == "ready"
+    assert wait_for(lambda: settled(number), timeout=120) == "quarantined"
     scan = api.get(f"/models/trojan/versions/{number}/").json()["scan"]
     assert scan["status"] == "unsafe"
     assert any(f["name"] == "system" and f["file"] == "model.pkl" for f in scan["findings"])
-    blocked = api.post(
+    refused = api.post(
         f"/models/trojan/versions/{number}/promotions/", json={"environment": "production"}
-    ).json()
-    assert blocked["state"] == "blocked"
-    assert "scan is unsafe" in blocked["status_reason"]
-    assert "system" in blocked["status_reason"]
+    )
+    assert refused.status_code == 409
+    assert "quarantined" in refused.json()["error"]["message"]
     assert not canary.exists()

@@ -34,11 +34,12 @@ META = {
 TOP = "Fraud_Detector-3"
 
 
-def blobs(contents: dict[str, bytes]):
-    """FileRefs for the given files and an open_blob reading them from memory."""
+def blobs(contents: dict[str, bytes], scan: str = ""):
+    """FileRefs for the given files, each with the scan verdict `scan`, and an open_blob
+    reading them from memory."""
     store = {hashlib.sha256(data).hexdigest(): data for data in contents.values()}
     refs = [
-        FileRef(path, len(data), hashlib.sha256(data).hexdigest())
+        FileRef(path, len(data), hashlib.sha256(data).hexdigest(), scan)
         for path, data in contents.items()
     ]
     return refs, lambda digest: io.BytesIO(store[digest])
@@ -121,7 +122,7 @@ def test_the_package_holds_files_manifest_requirements_dockerfile_and_k8s_manife
             "model": "Fraud_Detector",
             "version": 3,
             "files": [
-                {"path": ref.path, "size": ref.size, "sha256": ref.sha256}
+                {"path": ref.path, "size": ref.size, "sha256": ref.sha256, "scan": ""}
                 for ref in sorted(refs, key=lambda ref: ref.path)
             ],
             "framework": "sklearn",
@@ -169,6 +170,43 @@ def test_the_package_holds_files_manifest_requirements_dockerfile_and_k8s_manife
         assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
 
+def test_the_manifest_lists_each_files_sha256_and_scan_verdict():
+    verdicts = {"model.pkl": "clean", "evil.pkl": "unsafe", "odd.bin": "unverified", "x.txt": ""}
+    contents = {path: path.encode() * 3 for path in verdicts}
+    refs = [
+        FileRef(path, len(data), hashlib.sha256(data).hexdigest(), scan=verdicts[path])
+        for path, data in contents.items()
+    ]
+    store = {ref.sha256: contents[ref.path] for ref in refs}
+    data = build(META, refs, lambda digest: io.BytesIO(store[digest]))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        manifest = json.loads(tar.extractfile(f"{TOP}/manifest.json").read())
+    assert manifest["files"] == [
+        {
+            "path": path,
+            "size": len(contents[path]),
+            "sha256": hashlib.sha256(contents[path]).hexdigest(),
+            "scan": verdicts[path],
+        }
+        for path in sorted(verdicts)
+    ]
+    # FileRef(path, size, sha256) still works: the verdict is then unknown.
+    assert FileRef("a", 1, "0" * 64).scan == ""
+
+
+def test_a_skops_file_adds_skops_to_the_requirements():
+    refs, open_blob = blobs({"model.skops": b"zip", "model.joblib": b"pickle"})
+    with tarfile.open(fileobj=io.BytesIO(build(META, refs, open_blob))) as tar:
+        requirements = tar.extractfile(f"{TOP}/requirements.txt").read().decode()
+    assert requirements.splitlines() == [
+        "Scikit_Learn==1.7.2",
+        "numpy>=1.26",
+        "joblib",
+        "skops",
+        "prometheus-client",
+    ]
+
+
 def test_kubernetes_names_are_dns_labels_whatever_the_model_name():
     refs, open_blob = blobs({"m.onnx": b"x"})
     meta = {**META, "model": "9" + "Ünicode.Model__" * 10, "framework": "onnx"}
@@ -199,7 +237,7 @@ def test_the_serving_entrypoint_answers_predict_for_a_scikit_learn_model(tmp_pat
     model = LogisticRegression().fit(features, (features[:, 0] + features[:, 1] > 0).astype(int))
     dumped = io.BytesIO()
     joblib.dump(model, dumped)
-    refs, open_blob = blobs({"model.joblib": dumped.getvalue()})
+    refs, open_blob = blobs({"model.joblib": dumped.getvalue()}, scan="clean")
     with tarfile.open(fileobj=io.BytesIO(build(META, refs, open_blob))) as tar:
         tar.extractall(tmp_path, filter="data")
 

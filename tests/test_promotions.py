@@ -148,9 +148,9 @@ def test_failing_gates_block_at_request_time_with_the_reason(alice_api, model, e
     assert request(alice_api, model, unpackaged).json()["state"] == "blocked"
 
 
-def test_an_unsafe_scan_blocks_even_without_a_scan_gate(alice_api, model, environments):
+def test_a_scan_short_of_clean_blocks_even_without_a_scan_gate(alice_api, model, environments):
     Environment.objects.filter(name="production").update(gates=[])
-    number = ready(alice_api, model, 0.9, scan="error")
+    number = ready(alice_api, model, 0.9, scan="unverified")
     assert request(alice_api, model, number).json()["state"] == "blocked"
 
 

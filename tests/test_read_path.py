@@ -37,7 +37,7 @@ def versions(alice_api, model):
         lineage={"code_commit": "abc123", "dataset": "s3://d/v1"},
     )
     upload_version(alice_api, model, {"model.pkl": b"other"})
-    ModelVersion.objects.update(state="ready")  # as the worker would leave them
+    ModelVersion.objects.update(state="ready", scan_status="clean")  # as the worker would
     for alias, number in [("champion", 1), ("candidate", 1), ("latest-good", 2)]:
         response = alice_api.put(
             f"/api/v1/models/{model}/aliases/{alias}/", {"version": number}, format="json"

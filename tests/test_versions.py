@@ -216,8 +216,11 @@ def test_versions_are_filtered_by_state_tag_metric_and_alias(alice_api, model, a
 def test_latest_and_alias_refs_resolve(alice_api, model):
     for data in (b"one", b"two", b"three"):
         upload_version(alice_api, model, {"m": data})
-    ModelVersion.objects.filter(number__in=[1, 2]).update(state="ready")
+    ModelVersion.objects.filter(number__in=[1, 2]).update(state="ready", scan_status="clean")
+    # `latest` is the newest ready version whose scan is clean: not an unverified one.
+    ModelVersion.objects.filter(number=3).update(state="ready", scan_status="unverified")
     assert alice_api.get(f"/api/v1/models/{model}/versions/latest/").json()["version"] == 2
+    assert alice_api.get(f"/api/v1/models/{model}/").json()["latest_version"] == 2
     alice_api.put(f"/api/v1/models/{model}/aliases/champion/", {"version": 1}, format="json")
     assert alice_api.get(f"/api/v1/models/{model}/versions/@champion/").json()["version"] == 1
     assert alice_api.get(f"/api/v1/models/{model}/versions/@nope/").status_code == 404

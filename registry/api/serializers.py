@@ -96,7 +96,8 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_latest_version(self, obj) -> int | None:
-        return obj.last_version_number or None
+        """The newest ready version whose scan is clean (what `latest` resolves to)."""
+        return getattr(obj, "latest_number", None)
 
     @extend_schema_field(serializers.DictField(child=serializers.IntegerField()))
     def get_aliases(self, obj) -> dict:
@@ -181,8 +182,16 @@ class VersionFileSerializer(serializers.ModelSerializer):
 
 
 class ScanSerializer(serializers.Serializer):
-    status = serializers.CharField(allow_blank=True)
-    findings = serializers.ListField(child=serializers.DictField())
+    status = serializers.CharField(
+        allow_blank=True, help_text="clean, unsafe or unverified; blank before the scan."
+    )
+    findings = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="{file, member, offset, module, name, severity, detail}",
+    )
+    files = serializers.DictField(
+        child=serializers.DictField(), help_text="Per file: {status, formats}."
+    )
 
 
 class PackageSerializer(serializers.Serializer):
@@ -296,7 +305,7 @@ class VersionDetailSerializer(VersionSummarySerializer):
 
     @extend_schema_field(ScanSerializer)
     def get_scan(self, obj) -> dict:
-        return {"status": obj.scan_status, "findings": obj.scan_findings}
+        return {"status": obj.scan_status, "findings": obj.scan_findings, "files": obj.scan_files}
 
     @extend_schema_field(PackageSerializer)
     def get_package(self, obj) -> dict:
@@ -445,6 +454,7 @@ class EnvironmentSerializer(serializers.Serializer):
     reviewer_group = serializers.CharField()
     allow_self_approval = serializers.BooleanField()
     gates = serializers.ListField(child=serializers.DictField())
+    allowed_globals = serializers.ListField(child=serializers.CharField())
 
 
 class EnvironmentWriteSerializer(serializers.Serializer):
@@ -454,6 +464,7 @@ class EnvironmentWriteSerializer(serializers.Serializer):
     reviewer_group = serializers.CharField(required=False)
     allow_self_approval = serializers.BooleanField(required=False)
     gates = GateSerializer(many=True, required=False)
+    allowed_globals = serializers.ListField(child=serializers.CharField(), required=False)
 
 
 class GateResultSerializer(serializers.Serializer):
@@ -645,3 +656,11 @@ class MonitoringWindowSerializer(serializers.Serializer):
 class VersionMonitoringSerializer(serializers.Serializer):
     baseline = serializers.DictField(allow_null=True)
     windows = MonitoringWindowSerializer(many=True)
+
+
+class RescanRequestSerializer(serializers.Serializer):
+    model = serializers.CharField(required=False, help_text="Only this model's versions.")
+
+
+class RescanQueuedSerializer(serializers.Serializer):
+    queued = serializers.IntegerField(help_text="Versions queued for a rescan.")

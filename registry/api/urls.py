@@ -10,6 +10,7 @@ urlpatterns = [
     path("auth/tokens/", auth.TokenList.as_view(), name="tokens"),
     path("auth/tokens/<int:token_id>/", auth.TokenDetail.as_view(), name="token"),
     path("me/", auth.Me.as_view(), name="me"),
+    path("admin/rescan/", versions.Rescan.as_view(), name="admin-rescan"),
     path("models/", models.ModelList.as_view(), name="models"),
     path("models/<str:name>/", models.ModelDetail.as_view(), name="model"),
     path("models/<str:name>/versions/", versions.VersionList.as_view(), name="versions"),

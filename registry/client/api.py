@@ -20,7 +20,7 @@ import httpx
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 BLOCK_SIZE = 1024 * 1024  # bytes read from disk or the network at a time
-FINAL_STATES = ("ready", "failed")
+FINAL_STATES = ("ready", "failed", "quarantined")
 # A promotion in one of these states never changes again.
 PROMOTION_FINAL_STATES = ("promoted", "blocked", "rejected", "cancelled", "failed")
 PROMOTION_OPEN_STATES = ("pending", "approved", "promoting")
@@ -638,6 +638,7 @@ class Client:
         dest: str | os.PathLike[str],
         sha256: str,
         progress: Progress | None = None,
+        allow_quarantined: bool = False,
     ) -> Path:
         """Stream a version's file to `dest` (via a temp file beside it), checking `sha256`.
 
@@ -651,7 +652,10 @@ class Client:
         fd = os.open(tmp, flags, 0o666)
         try:
             with os.fdopen(fd, "wb") as out:
-                digest = self._download_into(self._file_url(name, ref, path), out, path, progress)
+                url = self._file_url(name, ref, path)
+                if allow_quarantined:
+                    url += "?allow_quarantined=true"
+                digest = self._download_into(url, out, path, progress)
             if digest != sha256:
                 raise ClientError(
                     f"{path}: the downloaded bytes have sha256 {digest}, expected {sha256}."
@@ -710,13 +714,23 @@ class Client:
         ref: str | int,
         directory: str | os.PathLike[str],
         progress_for: Callable[[dict[str, Any]], Any] | None = None,
+        allow_quarantined: bool = False,
     ) -> dict[str, Any]:
         """Download every file of a version under `directory`; returns the version detail.
 
         Every path from the server is checked before anything is written, and each file
-        lands inside `directory` or nowhere.
+        lands inside `directory` or nowhere. A quarantined version is refused before any
+        download unless `allow_quarantined` (an admin's explicit, audited choice).
         """
         version = self.get_version(name, ref)
+        if version.get("state") == "quarantined" and not allow_quarantined:
+            reason = version.get("status_reason") or "its scan found a dangerous import"
+            raise ClientError(
+                f"{name}/{version['version']} is quarantined: {reason} Nothing was "
+                "downloaded; an admin may fetch it with --allow-quarantined (audited).",
+                status=403,
+                code="quarantined",
+            )
         files = version.get("files") or []
         for item in files:
             validate_remote_path(item.get("path"))
@@ -730,11 +744,12 @@ class Client:
             parent = _inside(root, segments[:-1])
             # The number, not `ref`: an alias moved mid-pull must not mix two versions.
             args = (name, version["version"], item["path"], parent / segments[-1], item["sha256"])
+            options = {"allow_quarantined": allow_quarantined}
             if progress_for is None:
-                self.download_file(*args)
+                self.download_file(*args, **options)
                 continue
             with progress_for(item) as bar:
-                self.download_file(*args, progress=bar.update)
+                self.download_file(*args, progress=bar.update, **options)
         return version
 
 

@@ -201,10 +201,19 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> None:
+def _table(headers: list[str], rows: list[list[str]], alarming=lambda row: False) -> None:
+    """Columns padded to fit; rows for which `alarming(row)` holds are red on a terminal."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    for row in [headers, *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for index, row in enumerate([headers, *rows]):
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        click.echo(click.style(line, fg="red", bold=True) if index and alarming(row) else line)
+
+
+def _state(state: str) -> str:
+    """A version's state, red when it is quarantined (click drops colour off a terminal)."""
+    if state == "quarantined":
+        return click.style("QUARANTINED", fg="red", bold=True)
+    return state
 
 
 def _compact(mapping: dict | None) -> str:
@@ -404,9 +413,9 @@ def push(
     if not wait:
         return
     version = client.wait_for_state(model, number, timeout=timeout)
-    if version["state"] == "failed":
+    if version["state"] in ("failed", "quarantined"):
         reason = version.get("status_reason") or "no reason given"
-        raise click.ClickException(f"{model}/{number} failed: {reason}")
+        raise click.ClickException(f"{model}/{number} {version['state']}: {reason}")
     click.echo(f"{model}/{number} is {version['state']}.", err=True)
 
 
@@ -453,7 +462,11 @@ def versions_ls(
         ]
         for v in found
     ]
-    _table(["VERSION", "STATE", "ALIASES", "CREATED", "METRICS"], rows)
+    _table(
+        ["VERSION", "STATE", "ALIASES", "CREATED", "METRICS"],
+        rows,
+        alarming=lambda row: row[1] == "quarantined",
+    )
 
 
 @main.command()
@@ -467,7 +480,10 @@ def show(session: Session, ref: str, as_json: bool) -> None:
     if as_json:
         _echo_json(version)
         return
-    click.echo(f"{version['model']}/{version['version']}  {version['state']}")
+    click.echo(f"{version['model']}/{version['version']}  {_state(version['state'])}")
+    scan = version.get("scan") or {}
+    if scan.get("status"):
+        click.echo(f"  {'scan:':<12} {scan['status']}")
     if version.get("status_reason"):
         click.echo(f"  reason:      {version['status_reason']}")
     for label, value in (
@@ -488,12 +504,23 @@ def show(session: Session, ref: str, as_json: bool) -> None:
 @main.command()
 @click.argument("ref", metavar="NAME@ALIAS|NAME/N")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--allow-quarantined",
+    is_flag=True,
+    help="Admins only: download a quarantined version anyway (the server audits it).",
+)
 @pass_session
-def pull(session: Session, ref: str, directory: Path) -> None:
-    """Download every file of a version into DIRECTORY, checking each sha256."""
+def pull(session: Session, ref: str, directory: Path, allow_quarantined: bool) -> None:
+    """Download every file of a version into DIRECTORY, checking each sha256.
+
+    A quarantined version (its scan found a dangerous import) is refused."""
     name, version_ref = _reference(ref)
     version = session.client().pull(
-        name, version_ref, directory, progress_for=lambda f: session.bar(f["size"], f["path"])
+        name,
+        version_ref,
+        directory,
+        progress_for=lambda f: session.bar(f["size"], f["path"]),
+        allow_quarantined=allow_quarantined,
     )
     count = len(version.get("files") or [])
     click.echo(f"Pulled {name}/{version['version']} ({count} files) into {directory}.")
@@ -517,7 +544,7 @@ def alias_set(session: Session, name: str, alias_name: str, version: int) -> Non
 
 # --- pipelines: wait, resolve, promote, review ----------------------------------------
 
-VERSION_STATES = ("uploading", "processing", "ready", "failed", "archived")
+VERSION_STATES = ("uploading", "processing", "ready", "failed", "quarantined", "archived")
 
 
 @main.command("wait")
@@ -539,10 +566,11 @@ VERSION_STATES = ("uploading", "processing", "ready", "failed", "archived")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 @pass_session
 def wait_command(session: Session, ref: str, state: str, timeout: float, as_json: bool) -> None:
-    """Wait until a version reaches --state; exit 1 if it fails (or is archived) first."""
+    """Wait until a version reaches --state; exit 1 if it fails (is quarantined or archived)
+    first."""
     name, version_ref = _reference(ref)
     # `failed` and `archived` never change again: waiting on would only burn the timeout.
-    dead_ends = tuple(s for s in ("failed", "archived") if s != state)
+    dead_ends = tuple(s for s in ("failed", "quarantined", "archived") if s != state)
     version = session.client().wait_for_state(
         name, version_ref, states=(state, *dead_ends), timeout=timeout
     )

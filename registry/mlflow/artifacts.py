@@ -26,7 +26,7 @@ def list_artifacts(call: Call) -> dict:
 
 
 def download_artifact(call: Call, artifact_path: str):
-    blob = artifacts.find_file(artifact_path)
+    blob = artifacts.find_file(artifact_path, call.user)
     return blob_response(call.request, blob.sha256, blob.size, blob.path)
 
 

@@ -10,6 +10,7 @@ STATUS = {
     ModelVersion.State.READY: "READY",
     ModelVersion.State.ARCHIVED: "READY",
     ModelVersion.State.FAILED: "FAILED_REGISTRATION",
+    ModelVersion.State.QUARANTINED: "FAILED_REGISTRATION",
 }
 
 
@@ -63,7 +64,9 @@ def model_version(version: ModelVersion, aliases: list[str] | None = None) -> di
 
 def latest_version(model: RegisteredModel) -> ModelVersion | None:
     return (
-        model.versions.exclude(state=ModelVersion.State.ARCHIVED)
+        model.versions.exclude(
+            state__in=[ModelVersion.State.ARCHIVED, ModelVersion.State.QUARANTINED]
+        )
         .select_related("model", "created_by")
         .order_by("-number")
         .first()

@@ -27,6 +27,8 @@ SERVING_REQUIREMENTS = {
 }
 # What serve.py needs whatever the framework: GET /metrics answers 501 without it.
 SERVE_REQUIREMENTS = ["prometheus-client"]
+# serve.py prefers a .skops file, loaded without unpickling, over a pickle of the same model.
+SKOPS_REQUIREMENTS = ["skops"]
 TEMPLATES = resources.files(__package__) / "templates"
 
 
@@ -71,15 +73,18 @@ def _render(template: str, **values: str) -> bytes:
     return Template((TEMPLATES / template).read_text("utf-8")).substitute(values).encode()
 
 
-def _requirements(meta: dict) -> list[str]:
+def _requirements(meta: dict, files: list[FileRef]) -> list[str]:
     declared = [
         line.strip()
         for entry in meta.get("requirements") or []
         for line in str(entry).splitlines()
         if line.strip() and not line.strip().startswith("#")
     ]
-    framework = SERVING_REQUIREMENTS.get(meta.get("framework") or "", [])
-    return merge_requirements(declared, framework, SERVE_REQUIREMENTS)
+    framework = meta.get("framework") or ""
+    loaders = list(SERVING_REQUIREMENTS.get(framework, []))
+    if framework == "sklearn" and any(ref.path.lower().endswith(".skops") for ref in files):
+        loaders += SKOPS_REQUIREMENTS
+    return merge_requirements(declared, loaders, SERVE_REQUIREMENTS)
 
 
 def _manifest(meta: dict, model: str, version: int, files: list[FileRef]) -> bytes:
@@ -88,7 +93,9 @@ def _manifest(meta: dict, model: str, version: int, files: list[FileRef]) -> byt
         "model": model,
         "version": version,
         "files": [
-            {"path": ref.path, "size": ref.size, "sha256": ref.sha256}
+            # serve.py checks the files under model/ against their sizes and sha256s, and
+            # loads only a file whose scan verdict is "clean".
+            {"path": ref.path, "size": ref.size, "sha256": ref.sha256, "scan": ref.scan}
             for ref in sorted(files, key=lambda ref: ref.path)
         ],
         "framework": meta.get("framework") or "",
@@ -109,12 +116,13 @@ def _entries(meta: dict, files: list[FileRef]) -> dict[str, bytes | FileRef | No
         raise ValueError(f"unusable model name {model!r}")
     top = f"{model}-{version}"
     name = k8s_name(model)
+    requirements = _requirements(meta, files)
     entries: dict[str, bytes | FileRef | None] = {
         top: None,
         f"{top}/model": None,
         f"{top}/k8s": None,
         f"{top}/manifest.json": _manifest(meta, model, version, files),
-        f"{top}/requirements.txt": "".join(f"{line}\n" for line in _requirements(meta)).encode(),
+        f"{top}/requirements.txt": "".join(f"{line}\n" for line in requirements).encode(),
         f"{top}/serve.py": (TEMPLATES / "serve.py").read_bytes(),
         f"{top}/Dockerfile": _render("Dockerfile", name=name, version=str(version)),
         f"{top}/k8s/deployment.yaml": _render("deployment.yaml", name=name, version=str(version)),

@@ -23,6 +23,9 @@ class FileRef:
     path: str  # relative POSIX path inside the version, already validated
     size: int
     sha256: str
+    # The file's scan verdict: "clean", "unsafe" or "unverified"; "" when not known. The
+    # package's manifest carries it, and serve.py unpickles only "clean" files.
+    scan: str = ""
 
 
 OpenBlob = Callable[[str], BinaryIO]  # open_blob(sha256) -> readable binary stream

@@ -276,3 +276,228 @@ def read_onnx_info(stream: BinaryIO, size: int) -> dict:
     if "inputs" not in info:
         raise OnnxFormatError("no graph in the ONNX file")
     return info
+
+
+# -- the scanner's reading: operator domains, external data, TensorFlow ops -----------------------
+
+_MAX_DEPTH = 32  # subgraphs (If/Loop bodies) nested deeper than this are refused
+_MAX_SEEN = 100_000  # distinct domains / locations / ops kept
+
+
+def _bounded_add(values: set, value: str) -> None:
+    if len(values) < _MAX_SEEN:
+        values.add(value)
+
+
+def _scan_entry(s: _Stream, end: int) -> tuple[str, str]:
+    key = value = ""
+    for field, wire in _fields(s, end):
+        if field == 1 and wire == _LEN:
+            key = _string(s, end)
+        elif field == 2 and wire == _LEN:
+            value = _string(s, end)
+        else:
+            _skip(s, wire, end)
+    return key, value
+
+
+def _scan_tensor(s: _Stream, end: int, found: dict) -> None:
+    external = False
+    locations = []
+    for field, wire in _fields(s, end):
+        if field == 13:
+            key, value = _message(s, wire, end, _scan_entry)
+            if key == "location":
+                locations.append(value)
+        elif field == 14 and wire == _VARINT:
+            external = _varint(s) == 1
+        else:
+            _skip(s, wire, end)
+    if external and not locations:
+        locations.append("")
+    for location in locations:
+        if len(found["external"]) < _MAX_SEEN:
+            found["external"].append(location)
+
+
+def _scan_sparse(s: _Stream, end: int, found: dict) -> None:
+    for field, wire in _fields(s, end):
+        if field in (1, 2):
+            _message(s, wire, end, _scan_tensor, found)
+        else:
+            _skip(s, wire, end)
+
+
+def _scan_attribute(s: _Stream, end: int, found: dict, depth: int) -> None:
+    for field, wire in _fields(s, end):
+        if field in (5, 10):
+            _message(s, wire, end, _scan_tensor, found)
+        elif field in (6, 11):
+            _message(s, wire, end, _scan_graph, found, depth + 1)
+        elif field in (22, 23):
+            _message(s, wire, end, _scan_sparse, found)
+        else:
+            _skip(s, wire, end)
+
+
+def _scan_node(s: _Stream, end: int, found: dict, depth: int) -> None:
+    domain, op = "", ""
+    for field, wire in _fields(s, end):
+        if field == 7 and wire == _LEN:
+            domain = _string(s, end)
+        elif field == 4 and wire == _LEN:
+            op = _string(s, end)
+        elif field == 5:
+            _message(s, wire, end, _scan_attribute, found, depth)
+        else:
+            _skip(s, wire, end)
+    if len(found["nodes"]) < _MAX_SEEN:
+        found["nodes"].add((domain, op))
+
+
+def _scan_graph(s: _Stream, end: int, found: dict, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise OnnxFormatError("subgraphs nested too deeply")
+    for field, wire in _fields(s, end):
+        if field == 1:
+            _message(s, wire, end, _scan_node, found, depth)
+        elif field == 5:
+            _message(s, wire, end, _scan_tensor, found)
+        elif field == 15:
+            _message(s, wire, end, _scan_sparse, found)
+        else:
+            _skip(s, wire, end)
+
+
+def _scan_function(s: _Stream, end: int, found: dict) -> None:
+    name = domain = ""
+    for field, wire in _fields(s, end):
+        if field == 1 and wire == _LEN:
+            name = _string(s, end)
+        elif field == 10 and wire == _LEN:
+            domain = _string(s, end)
+        elif field == 7:
+            _message(s, wire, end, _scan_node, found, 1)
+        elif field == 9:
+            _bounded_add(found["opsets"], _message(s, wire, end, _opset)["domain"])
+        else:
+            _skip(s, wire, end)
+    found["functions"].add((domain, name))
+
+
+def _scan_training(s: _Stream, end: int, found: dict) -> None:
+    for field, wire in _fields(s, end):
+        if field in (1, 3):
+            _message(s, wire, end, _scan_graph, found, 1)
+        else:
+            _skip(s, wire, end)
+
+
+def scan_onnx(stream: BinaryIO, size: int) -> dict:
+    """Walk a whole ONNX ModelProto; weights are skipped by length.
+
+    Returns {"custom_domains": operator domains used by nodes or imported (less those only
+    serving the model's own functions), "external": the location of every tensor stored as
+    external data}. Raises OnnxFormatError if the bytes are not a well-formed model."""
+    s = _Stream(stream)
+    found: dict = {"opsets": set(), "nodes": set(), "functions": set(), "external": []}
+    graph = False
+    for field, wire in _fields(s, size):
+        if field == 1 and wire == _VARINT:
+            _varint(s)
+        elif field == 7:
+            _message(s, wire, size, _scan_graph, found, 0)
+            graph = True
+        elif field == 8:
+            _bounded_add(found["opsets"], _message(s, wire, size, _opset)["domain"])
+        elif field == 25:
+            _message(s, wire, size, _scan_function, found)
+        elif field == 20:
+            _message(s, wire, size, _scan_training, found)
+        elif field in (2, 3, 4, 6, 14) and wire != _LEN:
+            raise OnnxFormatError(f"field {field} has the wrong wire type")
+        else:
+            _skip(s, wire, size)
+    if not graph:
+        raise OnnxFormatError("no graph in the ONNX file")
+    local = found["functions"]
+    local_domains = {domain for domain, _ in local}
+    domains = {domain for domain, op in found["nodes"] if (domain, op) not in local}
+    domains |= found["opsets"] - local_domains
+    return {"custom_domains": domains, "external": found["external"]}
+
+
+def _tf_node(s: _Stream, end: int, ops: set) -> None:
+    for field, wire in _fields(s, end):
+        if field == 2 and wire == _LEN:
+            _bounded_add(ops, _string(s, end))
+        else:
+            _skip(s, wire, end)
+
+
+def _tf_function(s: _Stream, end: int, ops: set) -> None:
+    for field, wire in _fields(s, end):
+        if field == 3:
+            _message(s, wire, end, _tf_node, ops)
+        else:
+            _skip(s, wire, end)
+
+
+def _tf_library(s: _Stream, end: int, ops: set) -> None:
+    for field, wire in _fields(s, end):
+        if field == 1:
+            _message(s, wire, end, _tf_function, ops)
+        else:
+            _skip(s, wire, end)
+
+
+def _tf_graphdef(s: _Stream, end: int, ops: set) -> None:
+    for field, wire in _fields(s, end):
+        if field == 1:
+            _message(s, wire, end, _tf_node, ops)
+        elif field == 2:
+            _message(s, wire, end, _tf_library, ops)
+        else:
+            _skip(s, wire, end)
+
+
+def _tf_metagraph(s: _Stream, end: int, ops: set) -> None:
+    for field, wire in _fields(s, end):
+        if field == 2:
+            _message(s, wire, end, _tf_graphdef, ops)
+        else:
+            _skip(s, wire, end)
+
+
+def scan_tf_graph(stream: BinaryIO, size: int, *, saved_model: bool) -> set | None:
+    """The op names of a TensorFlow SavedModel (saved_model.pb) or, failing that when not
+    `saved_model`, of a bare GraphDef. None when the bytes are neither (only when not
+    `saved_model`: a SavedModel that does not parse raises OnnxFormatError)."""
+    s = _Stream(stream)
+    ops: set = set()
+    meta_graphs = 0
+    try:
+        for field, wire in _fields(s, size):
+            if field == 1 and wire == _VARINT:
+                _varint(s)
+            elif field == 2:
+                _message(s, wire, size, _tf_metagraph, ops)
+                meta_graphs += 1
+            else:
+                _skip(s, wire, size)
+    except OnnxFormatError:
+        if saved_model:
+            raise
+        meta_graphs = 0
+    if meta_graphs:
+        return ops
+    if saved_model:
+        raise OnnxFormatError("no meta graph in the SavedModel")
+    stream.seek(0)
+    s = _Stream(stream)
+    ops = set()
+    try:
+        _tf_graphdef(s, size, ops)
+    except OnnxFormatError:
+        return None
+    return ops or None

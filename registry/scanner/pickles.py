@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from . import numbers
+
 CHUNK = 64 * 1024
 SKIP_PIECE = 1024 * 1024
 # Strings (module and class names, dict keys) longer than this are skipped, never kept.
@@ -51,13 +53,38 @@ class LimitError(PickleError):
     """The pickle is too large or too deep for the walker's bounded memory."""
 
 
-@dataclass(frozen=True)
+class FramingError(LimitError):
+    """An opcode crosses the end of its FRAME (or a frame starts inside another). Readers
+    disagree on such bytes: CPython's C unpickler, reading a file, can take what the frame
+    says is an argument as opcodes (cpython#154848), so what it runs cannot be known."""
+
+
+class Exceeded(Exception):  # a scan limit, raised through every layer
+    """A scan limit (time, expanded bytes...) was crossed while reading: stop, and say which."""
+
+    def __init__(self, limit: str, message: str):
+        super().__init__(message)
+        self.limit = limit
+        self.message = message
+
+
+# Distinct (module, name) pairs one pickle may import before the walker gives up.
+MAX_DISTINCT_IMPORTS = 10_000
+
+
+@dataclass(eq=False)
 class Import:
-    """A global the pickle imports when loaded.
+    """A global the pickle imports when loaded (each distinct name once per pickle).
 
     `how` says how its name is known: "literal" (written in the file), "computed" (built by a
     call while loading, so unknowable without running it), "forgotten" (the memo entry holding
     it was dropped to bound memory) or "extension" (a copyreg extension code).
+
+    `used` turns True once the pickle does anything with it that can run code before STOP:
+    calls it, instantiates it, builds or fills what it made, hands it to a call or to a
+    container the walker does not follow. `completed` says whether its pickle reached STOP.
+    A global imported by a pickle that then fails, and never used before the failure, was
+    only imported: pickle.load raises before it could run.
     """
 
     offset: int
@@ -65,6 +92,8 @@ class Import:
     name: str
     how: str = "literal"
     note: str = ""
+    used: bool = False
+    completed: bool = False
 
 
 def is_seekable(stream: BinaryIO) -> bool:
@@ -98,7 +127,7 @@ class Reader:
     def _raw_read(self, n: int) -> bytes:
         try:
             return self._stream.read(n)
-        except PickleError:
+        except (PickleError, Exceeded):
             raise
         except Exception as exc:  # whatever the stream raises means it cannot be read
             raise PickleError(self.position, f"cannot read the stream: {exc}") from exc
@@ -163,6 +192,8 @@ class Reader:
         if self._seekable:
             try:
                 self._stream.seek(n, 1)
+            except Exceeded:
+                raise
             except Exception:  # some streams claim to seek but cannot: read instead
                 self._seekable = False
             else:
@@ -213,10 +244,11 @@ LONG_TEXT = _Sym("long text")  # a str too long to keep
 FORGOTTEN = _Sym("forgotten")  # a memo entry dropped to bound memory
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Global:
     module: str
     name: str
+    record: Import | None = None
 
 
 @dataclass(eq=False)
@@ -227,18 +259,25 @@ class _Obj:
     func: object
     args: object
     states: list | None = field(default_factory=list)  # None once too many BUILDs to track
+    exposed: bool = False  # handed to code already: whatever reaches it later is used
 
 
 @dataclass(eq=False)
 class _Dict:
     items: dict = field(default_factory=dict)
     partial: bool = False
+    exposed: bool = False  # handed to code already: whatever reaches it later is used
 
-    def set(self, key: object, value: object) -> None:
-        if key in self.items or len(self.items) < MAX_ITEMS:
-            self.items[key] = value
-        else:
-            self.partial = True
+    def set(self, key: object, value: object) -> bool:
+        """Keep the item; False if it was dropped (the dict is then partial)."""
+        try:
+            if key in self.items or len(self.items) < MAX_ITEMS:
+                self.items[key] = value
+                return True
+        except TypeError:  # an unhashable key the walker models (none today): drop it
+            pass
+        self.partial = True
+        return False
 
 
 def _tuple(items: list) -> object:
@@ -259,10 +298,11 @@ def _weight(value: object) -> int:
 class _Memo:
     """A pickle's memo. Sequential keys (the usual case) live in a list, others in a dict."""
 
-    def __init__(self) -> None:
+    def __init__(self, touch=None) -> None:
         self._seq: list = []
         self._sparse: dict[int, object] = {}
         self._weight = 0
+        self._touch = touch
 
     def __len__(self) -> int:
         return len(self._seq) + len(self._sparse)
@@ -279,6 +319,8 @@ class _Memo:
             raise PickleError(offset, "negative memo key")
         weight = _weight(value)
         if self._weight + weight > MAX_MEMO_WEIGHT:
+            if self._touch is not None:
+                self._touch(value)
             value = FORGOTTEN
         else:
             self._weight += weight
@@ -292,10 +334,6 @@ class _Memo:
             self._sparse[key] = value
         if len(self._seq) + len(self._sparse) > MAX_MEMO_ENTRIES:
             raise LimitError(offset, f"more than {MAX_MEMO_ENTRIES} memo entries")
-
-
-def _is_identifier_path(text: str) -> bool:
-    return all(part.isidentifier() for part in text.split("."))
 
 
 def _is_global(value: object, module: str | tuple[str, ...], name: str) -> bool:
@@ -325,16 +363,23 @@ class _Machine:
     `data_at` is then where the first such array's bytes begin.
     """
 
-    def __init__(self, reader: Reader, *, joblib: bool):
+    def __init__(self, reader: Reader, *, joblib: bool, table: dict | None = None):
         self.reader = reader
         self.joblib = joblib
         self.stack: list = []
         self.metastack: list[list] = []
-        self.memo = _Memo()
+        self.memo = _Memo(self._touch)
         self.buried = 0  # items in the stacks under the MARKs
         self.frame_end = 0
-        self.imported = 0
+        self.opcodes = 0
         self.data_at: int | None = None
+        # (module, name, how) -> Import: one record per distinct global, shared with nested
+        # pickles (joblib object arrays) that belong to the same load.
+        self.table: dict[tuple[str, str, str], Import] = {} if table is None else table
+
+    @property
+    def imported(self) -> int:
+        return len(self.table)
 
     def run(self) -> Iterator[Import]:
         reader = self.reader
@@ -344,20 +389,70 @@ class _Machine:
             handler = _DISPATCH[code]
             if handler is None:
                 raise PickleError(offset, f"invalid opcode {code:#04x}")
+            self.opcodes += 1
+            frame_end = self.frame_end
             found = handler(self, offset)
+            # Checked before a returned iterator runs: joblib's array bytes follow a frame.
+            if offset < frame_end < reader.position:
+                raise FramingError(offset, "an opcode crosses the end of its pickle frame")
             if found is None:
                 pass
             elif found is _STOP:
                 return
             elif isinstance(found, Import):
-                self.imported += 1
                 yield found
             else:
-                for item in found:
-                    self.imported += 1
-                    yield item
+                yield from found
             if len(self.stack) + self.buried > MAX_STACK:
                 raise LimitError(offset, f"more than {MAX_STACK} items on the stack")
+
+    def _record(self, offset: int, module: str, name: str, how: str = "literal") -> Import | None:
+        """The Import for this global: a new one (returned, to be yielded), or None if this
+        pickle already imported it (the existing record is then in `self.last`)."""
+        key = (module, name, how)
+        known = self.table.get(key)
+        if known is not None:
+            self.last = known
+            return None
+        if len(self.table) >= MAX_DISTINCT_IMPORTS:
+            raise LimitError(offset, f"more than {MAX_DISTINCT_IMPORTS} distinct globals")
+        found = Import(offset, module, name, how)
+        if how != "literal":
+            found.used = True  # nothing to follow: count it whatever happens next
+        self.table[key] = self.last = found
+        return found
+
+    def _touch(self, value: object) -> None:
+        """Mark every global reachable from `value` as used: it is being called, built,
+        handed to a call, or put where the walker stops following it."""
+        pending = [value]
+        seen = 0
+        while pending:
+            item = pending.pop()
+            seen += 1
+            if seen > 100_000:  # a structure too big to follow: count everything
+                for record in self.table.values():
+                    record.used = True
+                return
+            if isinstance(item, _Global):
+                if item.record is not None:
+                    item.record.used = True
+            elif isinstance(item, tuple):
+                pending.extend(item)
+            elif isinstance(item, _Dict):
+                if item.exposed:
+                    continue
+                item.exposed = True
+                pending.extend(item.items.keys())
+                pending.extend(item.items.values())
+            elif isinstance(item, _Obj):
+                if item.exposed:
+                    continue
+                item.exposed = True
+                pending.append(item.func)
+                pending.append(item.args)
+                if item.states:
+                    pending.extend(item.states)
 
     # -- stack helpers -------------------------------------------------------------------
 
@@ -398,12 +493,6 @@ class _Machine:
         except UnicodeDecodeError as exc:
             raise PickleError(offset, f"argument is not UTF-8: {exc}") from exc
 
-    def _number_line(self, offset: int) -> str:
-        line = self._line(offset)
-        if line is None:
-            raise PickleError(offset, "numeric argument too long")
-        return line
-
     def _text(self, n: int, encoding: str, offset: int) -> object:
         if n < 0:
             raise PickleError(offset, "negative length")
@@ -422,13 +511,13 @@ class _Machine:
         return OPAQUE
 
     def _global_names(self, offset: int) -> tuple[str, str]:
+        # The unpicklers take any UTF-8 (INST: ASCII) text here and ask find_class for it;
+        # names that are not identifiers are recorded (never allow-listed), not rejected.
         module, name = self._line(offset), self._line(offset)
-        if (
-            module is None
-            or name is None
-            or not (_is_identifier_path(module) and _is_identifier_path(name))
-        ):
-            raise PickleError(offset, "GLOBAL/INST names are not Python identifiers")
+        if module is None or name is None:
+            raise LimitError(offset, "GLOBAL/INST name too long to follow")
+        if not module or not name:
+            raise PickleError(offset, "empty GLOBAL/INST name")  # both unpicklers fail here
         return module, name
 
     # -- opcodes: control ----------------------------------------------------------------
@@ -439,6 +528,8 @@ class _Machine:
             raise PickleError(offset, f"unsupported pickle protocol {version}")
 
     def _op_FRAME(self, offset: int) -> None:
+        if offset < self.frame_end:
+            raise FramingError(offset, "a pickle frame starts before the previous one ends")
         length = self._unpack("<Q")
         self.frame_end = self.reader.position + length
 
@@ -476,26 +567,31 @@ class _Machine:
     def _op_NEWFALSE(self, offset: int) -> None:
         self.stack.append(False)
 
+    # Text numbers are parsed as leniently as the most lenient unpickler: C's (_pickle.c:
+    # strtol base 0, PyLong_FromString and PyOS_string_to_double on a NUL-terminated line)
+    # or Python's (pickle.py, which joblib uses: int(line, 0), float(line)). Failing where a
+    # real load goes on would hide what comes next. Too long to keep: an opaque number.
+
     def _op_INT(self, offset: int) -> None:
-        text = self._number_line(offset)
-        try:
-            value = {"00": False, "01": True}.get(text)
-            self.stack.append(int(text, 0) if value is None else value)
-        except ValueError as exc:
-            raise PickleError(offset, f"bad INT argument: {exc}") from exc
+        line = self.reader.readline()
+        value = OPAQUE if line is None else numbers.parse_int(line)
+        if value is None:
+            raise PickleError(offset, "bad INT argument")
+        self.stack.append(value)
 
     def _op_LONG(self, offset: int) -> None:
-        text = self._number_line(offset).removesuffix("L")
-        try:
-            self.stack.append(int(text, 0))
-        except ValueError as exc:
-            raise PickleError(offset, f"bad LONG argument: {exc}") from exc
+        line = self.reader.readline()
+        value = OPAQUE if line is None else numbers.parse_long(line)
+        if value is None:
+            raise PickleError(offset, "bad LONG argument")
+        self.stack.append(value)
 
     def _op_FLOAT(self, offset: int) -> None:
-        try:
-            self.stack.append(float(self._number_line(offset)))
-        except ValueError as exc:
-            raise PickleError(offset, f"bad FLOAT argument: {exc}") from exc
+        line = self.reader.readline()
+        value = OPAQUE if line is None else numbers.parse_float(line)
+        if value is None:
+            raise PickleError(offset, "bad FLOAT argument")
+        self.stack.append(value)
 
     def _op_BININT(self, offset: int) -> None:
         self.stack.append(self._unpack("<i"))
@@ -540,7 +636,8 @@ class _Machine:
             raise PickleError(offset, f"bad STRING argument: {exc}") from exc
 
     def _op_BINSTRING(self, offset: int) -> None:
-        self.stack.append(self._text(self._unpack("<i"), "latin-1", offset))
+        # C reads the length unsigned (pickle.py rejects a negative one): unsigned is lenient.
+        self.stack.append(self._text(self._unpack("<I"), "latin-1", offset))
 
     def _op_SHORT_BINSTRING(self, offset: int) -> None:
         self.stack.append(self._text(self.reader.read_byte(), "latin-1", offset))
@@ -590,7 +687,13 @@ class _Machine:
 
     def _op_TUPLE(self, offset: int) -> None:
         items = self._pop_mark(offset)  # replaces self.stack: pop before appending
-        self.stack.append(_tuple(items))
+        self.stack.append(self._kept_tuple(items))
+
+    def _kept_tuple(self, items: list) -> object:
+        result = _tuple(items)
+        if result is OPAQUE:
+            self._touch(tuple(items))
+        return result
 
     def _tuple_n(self, n: int, offset: int) -> None:
         if len(self.stack) < n:
@@ -612,16 +715,16 @@ class _Machine:
         self.stack.append(OPAQUE)
 
     def _op_LIST(self, offset: int) -> None:
-        self._pop_mark(offset)
+        self._touch(tuple(self._pop_mark(offset)))
         self.stack.append(OPAQUE)
 
     def _op_APPEND(self, offset: int) -> None:
-        self._pop(offset)
-        self._top(offset)
+        value = self._pop(offset)
+        self._touch((self._top(offset), value))
 
     def _op_APPENDS(self, offset: int) -> None:
-        self._pop_mark(offset)
-        self._top(offset)
+        items = self._pop_mark(offset)
+        self._touch((self._top(offset), *items))
 
     def _op_EMPTY_DICT(self, offset: int) -> None:
         self.stack.append(_Dict())
@@ -629,13 +732,17 @@ class _Machine:
     def _op_DICT(self, offset: int) -> None:
         result = _Dict()
         for key, value in self._pairs(self._pop_mark(offset), offset):
-            result.set(key, value)
+            if not result.set(key, value):
+                self._touch((key, value))
         self.stack.append(result)
 
     def _set_items(self, target: object, pairs: Iterator[tuple[object, object]]) -> None:
         if isinstance(target, _Dict):
             for key, value in pairs:
-                target.set(key, value)
+                if not target.set(key, value) or target.exposed:
+                    self._touch((key, value))
+        else:  # __setitem__ of something the walker does not model
+            self._touch((target, *(item for pair in pairs for item in pair)))
 
     def _op_SETITEM(self, offset: int) -> None:
         value, key = self._pop(offset), self._pop(offset)
@@ -649,11 +756,11 @@ class _Machine:
         self.stack.append(OPAQUE)
 
     def _op_ADDITEMS(self, offset: int) -> None:
-        self._pop_mark(offset)
-        self._top(offset)
+        items = self._pop_mark(offset)
+        self._touch((self._top(offset), *items))
 
     def _op_FROZENSET(self, offset: int) -> None:
-        self._pop_mark(offset)
+        self._touch(tuple(self._pop_mark(offset)))
         self.stack.append(OPAQUE)
 
     # -- opcodes: memo -------------------------------------------------------------------
@@ -665,10 +772,13 @@ class _Machine:
         self.memo.put(key, self._top(offset), offset)
 
     def _memo_key_line(self, offset: int) -> int:
-        try:
-            return int(self._number_line(offset))
-        except ValueError as exc:
-            raise PickleError(offset, f"bad memo key: {exc}") from exc
+        line = self.reader.readline()
+        if line is None:
+            raise LimitError(offset, "memo key too long to follow")
+        key = numbers.parse_memo_key(line)
+        if key is None:
+            raise PickleError(offset, "bad memo key")
+        return key
 
     def _op_GET(self, offset: int) -> None:
         self._get(self._memo_key_line(offset), offset)
@@ -693,52 +803,65 @@ class _Machine:
 
     # -- opcodes: imports and calls ------------------------------------------------------
 
-    def _op_GLOBAL(self, offset: int) -> Import:
-        module, name = self._global_names(offset)
-        self.stack.append(_Global(module, name))
-        return Import(offset, module, name)
+    def _global(self, offset: int, module: str, name: str) -> tuple[_Global, Import | None]:
+        found = self._record(offset, module, name)
+        return _Global(module, name, self.last), found
 
-    def _op_STACK_GLOBAL(self, offset: int) -> Import:
+    def _op_GLOBAL(self, offset: int) -> Import | None:
+        module, name = self._global_names(offset)
+        value, found = self._global(offset, module, name)
+        self.stack.append(value)
+        return found
+
+    def _op_STACK_GLOBAL(self, offset: int) -> Import | None:
         name, module = self._pop(offset), self._pop(offset)
         if isinstance(module, str) and isinstance(name, str):
-            self.stack.append(_Global(module, name))
-            return Import(offset, module, name)
+            value, found = self._global(offset, module, name)
+            self.stack.append(value)
+            return found
         for value in (module, name):
             # The loader insists on two exact str: anything certainly not one fails there.
             if not isinstance(value, str | _Obj) and value not in (UNKNOWN, LONG_TEXT, FORGOTTEN):
                 raise PickleError(offset, "STACK_GLOBAL operands are not strings")
+        self._touch((module, name))
         how = "forgotten" if FORGOTTEN in (module, name) else "computed"
         self.stack.append(UNKNOWN)
-        return Import(offset, _shown(module), _shown(name), how)
+        return self._record(offset, _shown(module), _shown(name), how)
 
-    def _op_INST(self, offset: int) -> Import:
+    def _op_INST(self, offset: int) -> Import | None:
         module, name = self._global_names(offset)
         args = self._pop_mark(offset)
-        self.stack.append(_Obj("call" if args else "new", _Global(module, name), _tuple(args)))
-        return Import(offset, module, name)
+        value, found = self._global(offset, module, name)
+        self._touch((value, *args))  # INST calls the class at once
+        self.stack.append(_Obj("call" if args else "new", value, _tuple(args)))
+        return found
 
     def _op_OBJ(self, offset: int) -> None:
         items = self._pop_mark(offset)
         if not items:
             raise PickleError(offset, "OBJ without a class")
+        self._touch(tuple(items))
         self.stack.append(_Obj("call" if len(items) > 1 else "new", items[0], _tuple(items[1:])))
 
     def _op_REDUCE(self, offset: int) -> None:
         args, func = self._pop(offset), self._pop(offset)
+        self._touch((func, args))
         self.stack.append(_Obj("call", func, args))
 
     def _op_NEWOBJ(self, offset: int) -> None:
         args, cls = self._pop(offset), self._pop(offset)
+        self._touch((cls, args))
         self.stack.append(_Obj("new", cls, args))
 
     def _op_NEWOBJ_EX(self, offset: int) -> None:
-        self._pop(offset)  # keyword arguments: not needed for anything the walker models
+        kwargs = self._pop(offset)
         args, cls = self._pop(offset), self._pop(offset)
+        self._touch((cls, args, kwargs))
         self.stack.append(_Obj("new", cls, args))
 
-    def _extension(self, code: int, offset: int) -> Import:
+    def _extension(self, code: int, offset: int) -> Import | None:
         self.stack.append(UNKNOWN)
-        return Import(offset, "copyreg", f"extension code {code}", "extension")
+        return self._record(offset, "copyreg", f"extension code {code}", "extension")
 
     def _op_EXT1(self, offset: int) -> Import:
         return self._extension(self.reader.read_byte(), offset)
@@ -754,12 +877,13 @@ class _Machine:
         self.stack.append(UNKNOWN)
 
     def _op_BINPERSID(self, offset: int) -> None:
-        self._pop(offset)
+        self._touch(self._pop(offset))  # handed to the loader's persistent_load
         self.stack.append(UNKNOWN)
 
     def _op_BUILD(self, offset: int) -> Iterator[Import] | None:
         state = self._pop(offset)
         target = self._top(offset)
+        self._touch((target, state))
         if isinstance(target, _Obj) and target.states is not None:
             target.states.append(state)
             if len(target.states) > 8:
@@ -791,7 +915,10 @@ class _Machine:
         self.stack[-1] = OPAQUE
         if has_object:
             # joblib pickles object arrays as a nested pickle read by a fresh unpickler.
-            yield from _Machine(self.reader, joblib=False).run()
+            nested = _Machine(self.reader, joblib=False, table=self.table)
+            yield from nested.run()
+            for record in self.table.values():
+                record.used = True  # numpy rebuilds the array from it: a call
         elif padded:
             pad = self.reader.read_byte()
             self.reader.skip(pad + nbytes)
@@ -940,53 +1067,63 @@ def _fields_have_object(subarray: object, fields: object, depth: int) -> bool:
     return any(_dtype_layout(inner, depth + 1)[1] for inner in dtypes)
 
 
-class Walker:
-    """The globals imported by the pickles in a stream, in stream order, as joblib.load or
-    pickle.load reads them (`joblib`).
+@dataclass
+class Walk:
+    """What walking a stream as pickles found.
 
-    Pickles written back to back (joblib, legacy torch) are walked one after another. Bytes
-    after a complete pickle that do not read as another pickle (legacy torch appends raw
-    tensor data) end the walk quietly, unless they had already named a global. Iterating
-    raises PickleError where the first pickle, or a later one that imported something, breaks.
-    After iterating, `joblib_data_at` is where the first joblib array's bytes begin (None if
-    there were none): from there on, pickle.load would read the bytes differently.
+    `imports`: every distinct global of every pickle walked, in order, each knowing whether
+    its pickle completed and whether it was used. `pickles`: how many reached STOP. `error`:
+    where the walk stopped reading pickles, if it was not a clean end of stream (the first
+    pickle failing, or bytes after a complete pickle); `error_opcodes`: the opcodes the
+    failing pickle got through. `limit`: the walker's own memory bounds were crossed (the
+    walk cannot be judged). `joblib_data_at`: where the first joblib array's bytes begin.
     """
 
-    def __init__(self, reader: Reader, *, joblib: bool):
-        self._reader = reader
-        self._joblib = joblib
-        self.joblib_data_at: int | None = None
+    imports: list[Import] = field(default_factory=list)
+    pickles: int = 0
+    error: PickleError | None = None
+    error_opcodes: int = 0
+    limit: LimitError | None = None
+    joblib_data_at: int | None = None
 
-    def __iter__(self) -> Iterator[Import]:
-        first = True
-        while True:
-            machine = _Machine(self._reader, joblib=self._joblib)
-            try:
-                yield from machine.run()
-            except LimitError:
-                raise
-            except PickleError:
-                if first or machine.imported:
-                    raise
-                return
-            finally:
-                if self.joblib_data_at is None:
-                    self.joblib_data_at = machine.data_at
-            first = False
-            if self._reader.at_eof():
-                return
+    @property
+    def failed_imports(self) -> bool:
+        return any(not found.completed for found in self.imports)
 
 
-def load_view(reader: Reader, after: int) -> Iterator[Import]:
-    """The globals pickle.load (called as often as there are pickles, as legacy torch does)
-    would import past offset `after`, reading `reader` from its start. pickle.load stops at
-    bytes it cannot read, and so does this, quietly; only a pickle too large to follow
-    raises (LimitError)."""
-    try:
-        for found in Walker(reader, joblib=False):
-            if found.offset >= after:
-                yield found
-    except LimitError:
-        raise
-    except PickleError:
-        return
+def walk(reader: Reader, *, joblib: bool, start: int = 0) -> Walk:
+    """Walk the pickles in `reader` back to back (joblib and legacy torch write several),
+    as joblib.load (`joblib`) or pickle.load reads them. Walking stops at the end of the
+    stream or at the first pickle that fails; imports at offsets before `start` are left
+    out (used to see only what pickle.load reads past joblib's first array)."""
+    result = Walk()
+    while True:
+        machine = _Machine(reader, joblib=joblib)
+        try:
+            for _ in machine.run():
+                pass
+        except LimitError as exc:
+            result.limit = exc
+            _keep(result, machine, completed=False, start=start)
+            return result
+        except PickleError as exc:
+            result.error, result.error_opcodes = exc, machine.opcodes
+            _keep(result, machine, completed=False, start=start)
+            return result
+        finally:
+            if result.joblib_data_at is None:
+                result.joblib_data_at = machine.data_at
+        result.pickles += 1
+        _keep(result, machine, completed=True, start=start)
+        if len(result.imports) > MAX_DISTINCT_IMPORTS:
+            result.limit = LimitError(reader.position, "too many globals to follow")
+            return result
+        if reader.at_eof():
+            return result
+
+
+def _keep(result: Walk, machine: _Machine, *, completed: bool, start: int) -> None:
+    for found in machine.table.values():
+        found.completed = completed
+        if found.offset >= start:
+            result.imports.append(found)

@@ -1,9 +1,12 @@
-"""Classification of the globals a pickle imports: safe, unsafe or unknown.
+"""Classification of the globals a pickle imports: safe, unsafe or unverified.
 
-A pickle can call anything it imports, so what it imports is what it can do. "unsafe" names
-reach the operating system, the network, the import system or code execution; "safe" names
-only rebuild data (containers, numpy arrays, scikit-learn estimators, torch tensors); all
-else is "unknown". Names are matched as text: nothing named here is ever imported.
+A pickle can call anything it imports, so what it imports is what it can do. This is an
+allow-list: a global is safe only when the allow-list below names it (names that only
+rebuild data: containers, numpy arrays, scikit-learn estimators, xgboost/lightgbm boosters,
+torch tensors). Every other global is a finding. The block-list only words the reason:
+names that reach the operating system, the network, the import system or code execution
+are "unsafe", the rest "unverified" ("not on the allow-list"). An operator may name more
+unsafe globals (`extra_unsafe`). Names are matched as text: nothing here is ever imported.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass
 
 SAFE = "safe"
 UNSAFE = "unsafe"
-UNKNOWN = "unknown"
+UNVERIFIED = "unverified"
+UNKNOWN = UNVERIFIED  # the old name
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,93 @@ _UNSAFE_MODULES = {
     "numpy.testing": "has helpers that run code strings",
     "numpy.f2py": "compiles and runs code",
     "numpy.distutils": "compiles and runs code",
+    "numpy.ctypeslib": "loads native libraries",
+    # Standard library modules with calls that run commands, load code or touch files.
+    "pydoc": "runs pagers (shell commands) and imports any name (pydoc.locate)",
+    "imaplib": "IMAP4_stream runs a shell command",
+    "smtplib": _NETWORK,
+    "ftplib": _NETWORK,
+    "poplib": _NETWORK,
+    "nntplib": _NETWORK,
+    "telnetlib": _NETWORK,
+    "xmlrpc": _NETWORK,
+    "socketserver": _NETWORK,
+    "ssl": _NETWORK,
+    "select": "operating-system I/O",
+    "selectors": "operating-system I/O",
+    "mmap": "maps files into memory",
+    "fcntl": _OS,
+    "resource": _OS,
+    "pwd": _OS,
+    "grp": _OS,
+    "platform": "runs commands to describe the system",
+    "ctypes.util": "runs commands to find libraries",
+    "idlelib": "the IDLE editor: runs code and subprocesses",
+    "lib2to3": "rewrites and writes source files",
+    "turtledemo": _RUNS_CODE,
+    "tkinter": "opens windows and runs Tcl code",
+    "_tkinter": "runs Tcl code",
+    "turtle": "opens windows and runs Tcl code",
+    "antigravity": "opens a web browser when imported",
+    "ensurepip": "installs packages",
+    "distutils": "builds and installs packages, runs compilers",
+    "setuptools": "builds and installs packages, runs compilers",
+    "pkg_resources": "loads entry points: imports and runs code",
+    "venv": "creates environments and runs pip",
+    "zipimport": "imports code from archives",
+    "imp": "loads modules from source",
+    "pkgutil": "imports arbitrary modules",
+    "site": "runs .pth files and changes the import path",
+    "sysconfig": "interpreter configuration",
+    "builtins.__loader__": "imports modules",
+    "threading": "runs functions in threads",
+    "_thread": "runs functions in threads",
+    "concurrent": "runs functions in threads and processes",
+    "atexit": "runs functions at exit",
+    "gc": "reaches every live object",
+    "inspect": "reaches frames and source of live objects",
+    "zipfile": "reads and writes files",
+    "tarfile": "reads and writes files",
+    "glob": "lists files",
+    "fileinput": "reads files",
+    "linecache": "reads files",
+    "filecmp": "reads files",
+    "pathlib": "reads and writes files",
+    "sqlite3": "reads and writes files",
+    "dbm": "reads and writes files",
+    "logging": "writes files; logging.config can run code",
+    "mailbox": "reads and writes files",
+    "wsgiref": _NETWORK,
+    "cgi": "runs code from the environment",
+    "cgitb": "writes files",
+    "msvcrt": _OS,
+    "winreg": _OS,
+    "_winreg": _OS,
+    "_winapi": _OS,
+    "yaml": "can load YAML that builds any object",
+    "jsonpickle": "rebuilds arbitrary objects",
+    "joblib.parallel": "runs functions in worker processes",
+    "joblib.memory": "creates cache directories, runs cached functions",
+    "joblib.externals": "vendored process pools and cloudpickle",
+    "sklearn.utils.parallel": "runs functions in worker processes (joblib.Parallel)",
+    "sklearn.utils._joblib": "re-exports joblib: Parallel, Memory, delayed",
+    "torch.utils.bottleneck": "runs scripts under a profiler",
+    "torch.utils.cpp_extension": "compiles and loads native code",
+    "torch.utils.data": "starts worker processes",
+    "torch._dynamo": "compiles and runs code",
+    "torch._inductor": "compiles and runs code",
+    "torch.compiler": "compiles and runs code",
+    "torch.jit": "loads and runs TorchScript",
+    "torch._jit_internal": "compiles TorchScript",
+    "torch.fx": "generates and executes Python source (GraphModule)",
+    "torch.package": "imports code packaged with the model",
+    "torch.distributed": "runs remote calls and starts processes",
+    "torch.multiprocessing": "starts processes",
+    "torch._ops": "calls any registered operator",
+    "torch.ops": "calls any registered operator",
+    "torch._C": "native torch internals",
+    "torch.backends": "changes global torch settings",
+    "torch.testing": "test helpers",
 }
 
 _BUILTIN_MODULES = ("builtins", "__builtin__")
@@ -92,6 +183,11 @@ _UNSAFE_BUILTINS = {
     "vars": "reaches object namespaces",
     "input": "reads from the console",
     "breakpoint": "starts a debugger",
+    "help": "runs a pager (a shell command)",
+    "exit": "exits the interpreter",
+    "quit": "exits the interpreter",
+    "__build_class__": "builds classes from code",
+    "memoryview": "exposes raw memory",
 }
 
 _UNSAFE_NAMES = {
@@ -110,6 +206,30 @@ _UNSAFE_NAMES = {
     ("numpy.lib._npyio_impl", "load"): _PICKLES,
     ("joblib", "load"): _PICKLES,
     ("joblib.numpy_pickle", "load"): _PICKLES,
+    ("joblib", "Parallel"): "runs functions in worker processes",
+    ("joblib", "Memory"): "creates cache directories, runs cached functions",
+    ("joblib", "delayed"): "wraps functions for joblib.Parallel",
+    ("operator", "call"): "calls any function",
+    ("_operator", "call"): "calls any function",
+    ("codecs", "open"): "opens files",
+    ("uuid", "_get_command_stdout"): "runs commands",
+    ("numpy.lib.format", "read_array"): _PICKLES,
+    ("numpy.lib.format", "open_memmap"): "opens files",
+    ("numpy", "memmap"): "opens files",
+    ("numpy", "fromfile"): "reads files",
+    ("numpy", "loadtxt"): "reads files",
+    ("numpy", "genfromtxt"): "reads files",
+    ("numpy", "save"): "writes files",
+    ("numpy", "savez"): "writes files",
+    ("numpy", "savetxt"): "writes files",
+    ("torch", "save"): "writes files",
+    ("torch", "from_file"): "reads files",
+    ("torch.storage", "_load_from_bytes"): _PICKLES,
+    ("torch.serialization", "_load"): _PICKLES,
+    ("torch.serialization", "_legacy_load"): _PICKLES,
+    ("torch.serialization", "save"): "writes files",
+    ("scipy.io", "loadmat"): "reads files",
+    ("scipy.io", "savemat"): "writes files",
 }
 
 # Attribute names whose appearance inside a dotted name (protocol 4 resolves "a.b.c" by
@@ -168,7 +288,37 @@ _SAFE_NAMES = frozenset(
     )}
     | {("torch._tensor", "_rebuild_from_type_v2")}
     | {("torch.storage", "UntypedStorage"), ("torch", "device"), ("torch", "Size")}
+    | {("torch._utils", name) for name in (
+        "_rebuild_parameter_with_state", "_rebuild_qtensor", "_rebuild_sparse_tensor",
+        "_rebuild_meta_tensor_no_storage", "_rebuild_device_tensor_from_numpy",
+        "_rebuild_nested_tensor", "_rebuild_tensor_v3",
+    )}
+    | {("torch.storage", "TypedStorage"), ("torch", "Tensor"), ("torch._tensor", "Tensor")}
+    | {("torch.nn.parameter", "Parameter"), ("torch.nn.parameter", "Buffer")}
+    | {("torch.nn.parameter", "UninitializedParameter")}
+    | {(module, name) for module in _BUILTIN_MODULES for name in (
+        "Ellipsis", "NotImplemented", "NoneType",
+    )}
+    | {("numpy", "bool_"), ("numpy", "str_"), ("numpy", "bytes_")}
+    | {("numpy.dtypes", f"{kind}DType") for kind in (
+        "Bool", "Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
+        "Float16", "Float32", "Float64", "LongDouble", "Complex64", "Complex128",
+        "Object", "Bytes", "Str", "Void", "DateTime64", "TimeDelta64",
+    )}
+    | {("scipy.sparse._base", "_spbase"), ("scipy.sparse", "_sparsetools")}
 )  # fmt: skip
+
+# Boosters rebuild their model with the library's own (native) model parser: data, as long
+# as the rest of the pickle (their parameters) is allow-listed too.
+_BOOSTERS = frozenset({
+    ("xgboost.core", "Booster"), ("xgboost.sklearn", "XGBModel"),
+    ("xgboost.sklearn", "XGBClassifier"), ("xgboost.sklearn", "XGBRegressor"),
+    ("xgboost.sklearn", "XGBRanker"), ("xgboost.sklearn", "XGBRFClassifier"),
+    ("xgboost.sklearn", "XGBRFRegressor"),
+    ("lightgbm.basic", "Booster"), ("lightgbm.sklearn", "LGBMModel"),
+    ("lightgbm.sklearn", "LGBMClassifier"), ("lightgbm.sklearn", "LGBMRegressor"),
+    ("lightgbm.sklearn", "LGBMRanker"),
+})  # fmt: skip
 
 # numpy's scalar types, e.g. the dtype=np.float32 parameter of an estimator.
 # fmt: off
@@ -184,7 +334,12 @@ _NUMPY_SCALAR_TYPES = frozenset({
 _TORCH_DTYPES = frozenset({
     "float32", "float64", "float16", "bfloat16", "float", "double", "half", "complex64",
     "complex128", "cfloat", "cdouble", "uint8", "int8", "int16", "int32", "int64", "short",
-    "int", "long", "bool",
+    "int", "long", "bool", "uint16", "uint32", "uint64", "complex32", "chalf",
+    "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "qint8", "quint8",
+    "qint32", "quint4x2", "strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr",
+    "sparse_bsc", "_mkldnn", "per_tensor_affine", "per_channel_affine",
+    "per_tensor_symmetric", "per_channel_symmetric", "preserve_format", "contiguous_format",
+    "channels_last",
 })
 # fmt: on
 
@@ -202,10 +357,27 @@ _NOTED_UNKNOWN = {
 _SKLEARN_EXCLUDED = (
     "sklearn.utils._testing",
     "sklearn.utils._show_versions",
+    "sklearn.utils.estimator_checks",  # runs test suites on estimators
+    "sklearn.utils._mocking",
+    "sklearn.utils.parallel",  # Parallel: calls the functions it is given
+    "sklearn.utils._joblib",  # re-exports joblib.Parallel and joblib.Memory
+    "sklearn.utils.fixes",  # compatibility shims re-exporting other libraries' names
     "sklearn.datasets",
     "sklearn.externals",
     "sklearn.conftest",
+    "sklearn._build_utils",  # runs compilers
+    "sklearn.__check_build",
+    "sklearn._distributor_init",
+    "sklearn.experimental",  # enable_* modules patch sklearn when imported
 )
+# Names defined elsewhere that sklearn modules import and so re-export: `sklearn.x.Memory`
+# resolves to joblib.Memory, which creates directories when instantiated. A class named so
+# is never taken as an sklearn estimator.
+_SKLEARN_FOREIGN_NAMES = frozenset({
+    "Parallel", "Memory", "Path", "PurePath", "Popen", "Thread", "Process", "Pool",
+    "ThreadPoolExecutor", "ProcessPoolExecutor", "TemporaryDirectory", "NamedTemporaryFile",
+    "SpooledTemporaryFile", "ZipFile", "TarFile", "HTTPConnection", "Request",
+})  # fmt: skip
 _CLASS_NAME = re.compile(r"_?[A-Z]\w*|__pyx_unpickle_[A-Z_]\w*")
 _SPARSE_CLASS = re.compile(r"(csr|csc|coo|bsr|dia|dok|lil)_(matrix|array)")
 
@@ -245,7 +417,13 @@ def _safe(module: str, name: str) -> bool:
     if _in_module(module, "sklearn"):
         excluded = any(_in_module(module, part) for part in _SKLEARN_EXCLUDED)
         tests = "tests" in module.split(".")
-        return not excluded and not tests and _CLASS_NAME.fullmatch(name) is not None
+        foreign = name in _SKLEARN_FOREIGN_NAMES
+        return not (excluded or tests or foreign) and _CLASS_NAME.fullmatch(name) is not None
+    if _in_module(module, "torch.nn.modules") or module == "torch.nn.parameter":
+        # Layers are rebuilt with copyreg and BUILD; Module.__setstate__ only sets attributes.
+        return _CLASS_NAME.fullmatch(name) is not None and not name.startswith("__pyx")
+    if (module, name) in _BOOSTERS:
+        return True
     if _in_module(module, "scipy.sparse"):
         return _SPARSE_CLASS.fullmatch(name) is not None
     return False
@@ -258,14 +436,32 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
-def classify(module: str, name: str) -> Verdict:
-    """Classify one imported global, given as the pickle names it."""
+def _named_by(module: str, name: str, entries: frozenset[str]) -> str | None:
+    """The operator's entry ("module" or "module.name") that names this global, if any."""
+    full = f"{module}.{name}"
+    for entry in entries:
+        if full == entry or full.startswith(entry + ".") or module == entry:
+            return entry
+    return None
+
+
+def classify(module: str, name: str, extra_unsafe: frozenset[str] = frozenset()) -> Verdict:
+    """Classify one imported global, given as the pickle names it. `extra_unsafe` holds the
+    operator's own unsafe names, "module.name" or "module" (with its submodules): they are
+    checked first, before the allow-list."""
     mapped = _python3_name(module, name)
     # A Python 2 name only loads as its Python 3 counterpart, but either may be dangerous.
-    for candidate in {(module, name), mapped}:
+    candidates = {(module, name), mapped}
+    for candidate in candidates:
+        entry = _named_by(*candidate, extra_unsafe) if extra_unsafe else None
+        if entry is not None:
+            return Verdict(UNSAFE, f"named unsafe by the operator's policy ({entry})")
+    for candidate in candidates:
         reason = _unsafe(*candidate)
         if reason is not None:
             return Verdict(UNSAFE, reason)
+    if not all(part.isidentifier() for part in f"{mapped[0]}.{mapped[1]}".split(".")):
+        return Verdict(UNVERIFIED, "not on the allow-list (not a Python identifier)")
     if _safe(*mapped):
         return Verdict(SAFE, "rebuilds data")
-    return Verdict(UNKNOWN, _NOTED_UNKNOWN.get(mapped, "not on the allow-list"))
+    return Verdict(UNVERIFIED, _NOTED_UNKNOWN.get(mapped, "not on the allow-list"))

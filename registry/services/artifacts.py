@@ -130,12 +130,13 @@ def _root_listing(path: str) -> list[Entry]:
     return [Entry(str(n), True) for n in numbers.values_list("number", flat=True)]
 
 
-def find_file(path: str) -> Blob:
-    """The blob behind one artifact file, or NotFound."""
+def find_file(path: str, user) -> Blob:
+    """The blob behind one artifact file, or NotFound (PermissionDenied: quarantined)."""
     path = clean_path(path)
     found = _version_at(path)
     if found:
         version, inside = found
+        versions.require_downloadable(version, user, allow_quarantined=False)
         file = version.files.filter(path=inside, complete=True).first()
         if file is not None:
             return Blob(posixpath.basename(file.path), file.sha256, file.size)
@@ -220,6 +221,12 @@ def resolve_source(source: object) -> list[tuple[str, BlobInfo]]:
     found = _version_at(path)
     if found:
         version, prefix = found
+        if version.state == ModelVersion.State.QUARANTINED:
+            raise Conflict(
+                f"Version {version.number} of '{version.model.name}' is quarantined: its "
+                "files cannot be the source of another version.",
+                {"source": source, "state": version.state},
+            )
         blobs = _under(_version_blobs(version), prefix)
     else:
         prefix = path

@@ -1,8 +1,9 @@
 """Automated checks a version must pass to enter an environment.
 
 Evaluated when a promotion is requested and again right before it executes. Every
-protected environment also refuses a version whose scan is `unsafe` or `error`, whether
-or not its policy lists a scan gate.
+environment applies the scan gate, whether or not its policy lists it: only a `clean`
+scan passes, or an `unverified` one whose every finding is a global the environment's
+audited `allowed_globals` names.
 
 `healthy_in` is fed by monitoring: the candidate version's own aggregated traffic in
 another environment (e.g. staging) and the model's firing alerts there. A blocked promotion
@@ -71,6 +72,28 @@ def validate_gates(gates: Any) -> list[dict]:
     return gates
 
 
+# "module.name" with identifier parts, as a pickle's GLOBAL names it.
+_GLOBAL_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+MAX_ALLOWED_GLOBALS = 200
+
+
+def validate_allowed_globals(names: Any) -> list[str]:
+    """An environment's extra allowed pickle globals: a list of "module.name" strings."""
+    if not isinstance(names, list) or len(names) > MAX_ALLOWED_GLOBALS:
+        raise InvalidInput(
+            f"'allowed_globals' must be a list of at most {MAX_ALLOWED_GLOBALS} "
+            "'module.name' strings."
+        )
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not _GLOBAL_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"allowed_globals[{index}] must be a global as 'module.name', e.g. "
+                "'mypackage.features.Scaler'.",
+                {"index": index},
+            )
+    return sorted(set(names))
+
+
 def _validate_healthy_in(gate: dict, index: int) -> None:
     def bad(message: str):
         return InvalidInput(f"gates[{index}]: {message}", {"index": index})
@@ -116,19 +139,34 @@ def _result(gate: dict, passed: bool, detail: str) -> dict:
 
 
 def _scan_clean(version, gate, live):
+    """Only `clean` passes, or `unverified` when every finding is a pickle global that the
+    environment's own audited allow-list names (passed in as `allowed_globals`)."""
     status = version.scan_status or "not scanned"
-    if status in ("clean", "warning"):
-        note = " (with warnings: unknown imports)" if status == "warning" else ""
-        return _result(gate, True, f"scan is {status}{note}")
-    imports = sorted(
-        {
-            f"{f['module']}.{f['name']}"
-            for f in version.scan_findings
-            if f.get("severity") == "unsafe"
-        }
-    )[:5]
-    named = f": {', '.join(imports)}" if imports else ""
-    return _result(gate, False, f"scan is {status}{named}")
+    if status == "clean":
+        return _result(gate, True, "scan is clean")
+    findings = version.scan_findings or []
+    allowed = set(gate.get("allowed_globals") or ())
+    if status == "unverified" and allowed and findings:
+        names = {_global_name(f) for f in findings}
+        if None not in names and names <= allowed:
+            shown = ", ".join(sorted(names)[:5])
+            return _result(gate, True, f"scan is unverified only by globals allowed here: {shown}")
+    worst = [f for f in findings if f.get("severity") == "unsafe"] or findings
+    named = sorted({_shown(f) for f in worst})[:5]
+    return _result(gate, False, f"scan is {status}" + (f": {'; '.join(named)}" if named else ""))
+
+
+def _shown(finding: dict) -> str:
+    if finding.get("module"):
+        return f"{finding['module']}.{finding['name']}"
+    return str(finding.get("detail", ""))
+
+
+def _global_name(finding: dict) -> str | None:
+    """ "module.name" of a finding about an unlisted pickle global; None for other findings."""
+    if finding.get("severity") != "unverified" or not finding.get("module"):
+        return None
+    return f"{finding['module']}.{finding['name']}"
 
 
 def _package_ready(version, gate, live):
@@ -244,5 +282,8 @@ def evaluate(version: ModelVersion, environment: Environment) -> list[dict]:
     gates = list(environment.gates)
     if not any(g.get("type") == "scan_clean" for g in gates):
         gates.insert(0, {"type": "scan_clean", "implicit": True})
+    # The environment's field is the only allow-list that counts, whatever a gate says.
+    allowed = list(environment.allowed_globals or [])
+    gates = [{**g, "allowed_globals": allowed} if g["type"] == "scan_clean" else g for g in gates]
     live = live_version(version.model_id, environment)
     return [CHECKS[gate["type"]](version, gate, live) for gate in gates]

@@ -145,6 +145,9 @@ def sync(_ref_id: int = 0) -> dict[str, int]:
                     ModelVersion.State.UPLOADING,
                     ModelVersion.State.PROCESSING,
                     ModelVersion.State.FAILED,
+                    # GitOps tools read every committed version as registered: an unsafe
+                    # one never enters. One quarantined later by a rescan stays, as history.
+                    ModelVersion.State.QUARANTINED,
                 ]
             )
             .select_related("model", "created_by")

@@ -11,6 +11,7 @@ import time
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from registry import packaging, scanner
 from registry.errors import InvalidInput
@@ -19,7 +20,7 @@ from registry.storage import get_store
 
 from . import jobs
 from .monitoring import baseline as monitoring_baseline
-from .versions import mark_failed, mark_ready
+from .versions import mark_failed, mark_ready, quarantine
 
 log = logging.getLogger(__name__)
 KIND = "process_version"
@@ -72,17 +73,64 @@ def verify_files(version: ModelVersion, beat=lambda: None) -> list[str]:
     return problems
 
 
-def scan_version(version: ModelVersion) -> scanner.ScanResult:
+def scan_limits() -> scanner.Limits:
+    return scanner.Limits(
+        max_expanded_bytes=settings.MODELGATE_SCAN_MAX_EXPANDED_BYTES,
+        max_ratio=settings.MODELGATE_SCAN_MAX_RATIO,
+        max_depth=settings.MODELGATE_SCAN_MAX_DEPTH,
+        max_members=settings.MODELGATE_SCAN_MAX_MEMBERS,
+        seconds_per_file=settings.MODELGATE_SCAN_SECONDS_PER_FILE,
+    )
+
+
+def scan_version(version: ModelVersion, beat=lambda: None) -> scanner.ScanResult:
+    """Judge every file of the version by its bytes, under the current policy."""
     store = get_store()
+    files = list(version.files.all())
+    options = {
+        "limits": scan_limits(),
+        "beat": beat,
+        "unsafe_globals": frozenset(settings.MODELGATE_SCAN_UNSAFE_GLOBALS),
+        "version_paths": frozenset(f.path for f in files),
+    }
     results = [
-        scanner.scan_file(f.path, lambda digest=f.sha256: store.open(digest))
-        for f in version.files.all()
+        scanner.scan_file(f.path, lambda digest=f.sha256: store.open(digest), **options)
+        for f in files
     ]
     return scanner.combine(results)
 
 
+def record_scan(version: ModelVersion, result: scanner.ScanResult) -> None:
+    fields = {
+        "scan_status": result.status,
+        "scan_findings": [f.as_dict() for f in result.findings[:500]],
+        "scan_files": result.files,
+        "scanned_at": timezone.now(),
+    }
+    ModelVersion.objects.filter(pk=version.pk).update(**fields)
+    for field, value in fields.items():
+        setattr(version, field, value)
+
+
+def unsafe_reason(result: scanner.ScanResult) -> str:
+    """One line naming what made a scan unsafe, for the version's status."""
+    unsafe = [f for f in result.findings if f.severity == "unsafe"]
+    named = []
+    for f in unsafe[:3]:
+        where = f"{f.file}!{f.member}" if f.member else f.file
+        what = f"{f.module}.{f.name}" if f.module else f.detail
+        named.append(f"{what} in {where}")
+    more = f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else ""
+    return f"Quarantined: the scan found a dangerous import: {'; '.join(named)}{more}."
+
+
 def _file_refs(version: ModelVersion) -> list[packaging.FileRef]:
-    return [packaging.FileRef(f.path, f.size, f.sha256) for f in version.files.all()]
+    """The version's files with their scan verdicts, which the package's manifest carries."""
+    verdicts = version.scan_files or {}
+    return [
+        packaging.FileRef(f.path, f.size, f.sha256, scan=verdicts.get(f.path, {}).get("status", ""))
+        for f in version.files.all()
+    ]
 
 
 def extract(version: ModelVersion) -> list[str]:
@@ -178,11 +226,13 @@ def process_version(version_id: int) -> None:
     _set_step(version, "verify", "done")
 
     _set_step(version, "scan", "running")
-    result = scan_version(version)
-    ModelVersion.objects.filter(pk=version.pk).update(
-        scan_status=result.status, scan_findings=[f.as_dict() for f in result.findings[:500]]
-    )
+    result = scan_version(version, beat)
+    record_scan(version, result)
     _set_step(version, "scan", "done")
+    if result.status == "unsafe":
+        # Nothing more is built from an unsafe version: no metadata read, no package.
+        quarantine(version, unsafe_reason(result))
+        return
 
     _set_step(version, "extract", "running")
     problems = extract(version)

@@ -42,7 +42,14 @@ def get_promotion(promotion_id: int) -> Promotion:
 
 # --- environments --------------------------------------------------------------------
 
-ENV_FIELDS = {"description", "required_approvals", "reviewer_group", "allow_self_approval", "gates"}
+ENV_FIELDS = {
+    "description",
+    "required_approvals",
+    "reviewer_group",
+    "allow_self_approval",
+    "gates",
+    "allowed_globals",
+}
 
 
 def _clean_policy(data: dict) -> dict:
@@ -65,6 +72,8 @@ def _clean_policy(data: dict) -> dict:
         clean["allow_self_approval"] = data["allow_self_approval"]
     if "gates" in data:
         clean["gates"] = gates.validate_gates(data["gates"])
+    if "allowed_globals" in data:
+        clean["allowed_globals"] = gates.validate_allowed_globals(data["allowed_globals"])
     return clean
 
 

@@ -21,6 +21,8 @@ from .monitoring import baseline as monitoring_baseline
 from .registered_models import get_model, require
 
 State = ModelVersion.State
+# What `latest` means, in the ORM and in the read path's SQL below.
+LATEST = {"state": State.READY, "scan_status": "clean"}
 METADATA_FIELDS = {"description", "metrics", "params", "tags", "lineage"}
 METADATA_FIELDS |= {"baseline", "explanations"}  # monitoring, see services.monitoring.baseline
 
@@ -40,14 +42,15 @@ def parse_ref(ref: str | int) -> tuple[str, str | int | None]:
 
 
 def resolve_version(model: RegisteredModel, ref: str | int) -> ModelVersion:
-    """A version by number, `@alias`, or `latest` (the newest ready version)."""
+    """A version by number, `@alias`, or `latest` (the newest ready version whose scan is
+    clean: an unverified or quarantined version is never what `latest` fetches)."""
     ref = str(ref)
     kind, value = parse_ref(ref)
     versions = ModelVersion.objects.filter(model=model).select_related("model")
     if kind == "number":
         found = versions.filter(number=value).first()
     elif kind == "latest":
-        found = versions.filter(state=State.READY).order_by("-number").first()
+        found = versions.filter(**LATEST).order_by("-number").first()
     else:
         alias = Alias.objects.filter(model=model, name=value).select_related("version").first()
         found = alias.version if alias else None
@@ -68,7 +71,7 @@ _READ_SELECT = """
     SELECT v.id, v.model_id, v.created_by_id, v.number, v.state, v.status_reason,
            v.description, v.metrics, v.params, v.tags, v.created_at, v.updated_at,
            v.lineage, v.signature, v.framework, v.model_card, v.scan_status,
-           v.scan_findings, v.package_state, v.package_sha256, v.package_size,
+           v.scan_findings, v.scan_files, v.package_state, v.package_sha256, v.package_size,
            v.finalized_at, v.baseline, v.explanations,
            m.name AS model_name, u.username AS creator_name
     FROM registry_modelversion v
@@ -80,8 +83,8 @@ _READ_BY = {
     # a.model_id = m.id lets Postgres find the alias by its (model, name) index.
     "alias": _READ_SELECT + "JOIN registry_alias a ON a.version_id = v.id AND a.model_id = m.id "
     "WHERE a.name = %s AND m.name = %s",
-    "latest": _READ_SELECT
-    + "WHERE m.name = %s AND v.state = 'ready' ORDER BY v.number DESC LIMIT 1",
+    "latest": _READ_SELECT + "WHERE m.name = %s AND v.state = 'ready' AND v.scan_status = 'clean' "
+    "ORDER BY v.number DESC LIMIT 1",
 }
 
 
@@ -335,6 +338,44 @@ def mark_ready(version: ModelVersion) -> ModelVersion:
         version.save(update_fields=["state", "status_reason", "updated_at"])
         record_event("version.ready", None, version=version)
     return version
+
+
+def quarantine(version: ModelVersion, reason: str, actor=None) -> bool:
+    """Put a processing or ready version in quarantine (an unsafe scan); False if it was
+    already there or is in another state. Its aliases stay: moving an environment is a
+    promotion's job, and downloads through them are refused from now on."""
+    with transaction.atomic():
+        version = for_update(ModelVersion).select_related("model").get(pk=version.pk)
+        if version.state not in (State.PROCESSING, State.READY):
+            return False
+        before = version.state
+        version.state = State.QUARANTINED
+        version.status_reason = reason[:5000]
+        version.save(update_fields=["state", "status_reason", "updated_at"])
+        live = sorted(a for a in version.aliases.values_list("name", flat=True) if is_protected(a))
+        record_event(
+            "version.quarantined",
+            actor,
+            version=version,
+            data={"reason": version.status_reason, "before": before, "live_in": live},
+        )
+    return True
+
+
+def require_downloadable(version: ModelVersion, user, *, allow_quarantined: bool) -> None:
+    """Refuse a quarantined version's bytes, but to an admin who asks explicitly; each such
+    download is audited. Every door that serves a version's files calls this."""
+    if version.state != State.QUARANTINED:
+        return
+    if not (allow_quarantined and access.is_admin(user)):
+        raise PermissionDenied(
+            f"Version {version.number} of '{version.model.name}' is quarantined: its scan "
+            f"found a dangerous import ({version.status_reason or 'see its scan findings'}). "
+            "Only an admin may download it, with allow_quarantined=true.",
+            {"state": version.state, "scan": version.scan_status},
+        )
+    with transaction.atomic():
+        record_event("version.quarantined_download", user, version=version)
 
 
 def mark_failed(version: ModelVersion, reason: str) -> ModelVersion:

@@ -247,6 +247,7 @@ def _policy_values(environment: Environment | None) -> dict[str, Any]:
             "reviewer_group": access.REVIEWERS,
             "allow_self_approval": False,
             "gates": "[]",
+            "allowed_globals": "",
         }
     return {
         "name": environment.name,
@@ -255,6 +256,7 @@ def _policy_values(environment: Environment | None) -> dict[str, Any]:
         "reviewer_group": environment.reviewer_group,
         "allow_self_approval": environment.allow_self_approval,
         "gates": json.dumps(environment.gates, indent=2),
+        "allowed_globals": "\n".join(environment.allowed_globals),
     }
 
 
@@ -266,6 +268,7 @@ def _posted_policy(post) -> dict[str, Any]:
         "reviewer_group": post.get("reviewer_group", "").strip(),
         "allow_self_approval": post.get("allow_self_approval") == "on",
         "gates": post.get("gates", "").strip() or "[]",
+        "allowed_globals": post.get("allowed_globals", ""),
     }
 
 
@@ -281,6 +284,7 @@ def _policy_data(values: dict[str, Any]) -> dict[str, Any]:
         "reviewer_group": values["reviewer_group"],
         "allow_self_approval": values["allow_self_approval"],
         "gates": gates,
+        "allowed_globals": values["allowed_globals"].split(),
     }
 
 

@@ -93,8 +93,15 @@ def _summary(event: Event) -> str:
 def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse:
     version = get_version(name, number)
     model = version.model
+    # A quarantined version's bytes are refused for download: no link offers them.
+    quarantined = version.state == ModelVersion.State.QUARANTINED
     files = [
-        {"file": f, "download_url": _api_file_url(version, f.path) if f.complete else None}
+        {
+            "file": f,
+            "download_url": _api_file_url(version, f.path)
+            if f.complete and not quarantined
+            else None,
+        }
         for f in version.files.all()
     ]
     events = [
@@ -131,9 +138,10 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         "environments": Environment.objects.order_by("name") if can_promote else [],
         "package_url": (
             reverse("api:version-package", kwargs={"name": model.name, "ref": str(number)})
-            if version.package_state == "ready"
+            if version.package_state == "ready" and not quarantined
             else None
         ),
+        "quarantined": quarantined,
         "status_url": reverse("webui:version-status", args=[model.name, number]),
         **explanation_context(version),
     }

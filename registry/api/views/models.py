@@ -1,14 +1,15 @@
 """/api/v1/models/"""
 
-from django.db.models import Prefetch, Q
+from django.db.models import OuterRef, Prefetch, Q, Subquery
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 
 from registry.errors import InvalidInput
-from registry.models import Alias, RegisteredModel
+from registry.models import Alias, ModelVersion, RegisteredModel
 from registry.services import registered_models as service
 from registry.services.queries import filter_tags
+from registry.services.versions import LATEST
 
 from ..serializers import ModelCreateSerializer, ModelUpdateSerializer, RegisteredModelSerializer
 from .common import errors, json_object
@@ -18,8 +19,12 @@ MODEL_ORDERINGS = {"name", "-name", "created_at", "-created_at", "updated_at", "
 
 def model_queryset():
     aliases = Alias.objects.select_related("version").only("name", "model_id", "version__number")
-    return RegisteredModel.objects.select_related("created_by").prefetch_related(
-        Prefetch("aliases", queryset=aliases)
+    # `latest` is the newest ready version whose scan is clean: one subquery, not one per row.
+    latest = ModelVersion.objects.filter(model=OuterRef("pk"), **LATEST).order_by("-number")
+    return (
+        RegisteredModel.objects.select_related("created_by")
+        .prefetch_related(Prefetch("aliases", queryset=aliases))
+        .annotate(latest_number=Subquery(latest.values("number")[:1]))
     )
 
 

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.models import ModelVersion, RegisteredModel
-from registry.services import uploads, versions
+from registry.services import access, rescan, uploads, versions
 from registry.services.queries import (
     SUMMARY_FIELDS,
     attach_alias_names,
@@ -21,9 +21,12 @@ from registry.services.queries import (
 )
 from registry.services.registered_models import get_model
 
+from ..auth import request_scopes
 from ..downloads import blob_response
 from ..serializers import (
     FileStatusSerializer,
+    RescanQueuedSerializer,
+    RescanRequestSerializer,
     VersionCreatedSerializer,
     VersionCreateSerializer,
     VersionDetailSerializer,
@@ -40,7 +43,7 @@ REF_PARAM = OpenApiParameter(
     "ref",
     str,
     OpenApiParameter.PATH,
-    description="A version number, '@alias' or 'latest' (newest ready version).",
+    description="A version number, '@alias' or 'latest' (the newest ready, clean version).",
 )
 
 
@@ -202,6 +205,24 @@ class VersionArchive(APIView):
         return detail_response(request, version)
 
 
+class Rescan(APIView):
+    """Admins re-judge stored versions under the current scanner and policy."""
+
+    access_levels = {"POST": access.ADMIN}
+
+    @extend_schema(
+        operation_id="admin_rescan",
+        request=RescanRequestSerializer,
+        responses={202: RescanQueuedSerializer, **errors(400, 403, 404)},
+    )
+    def post(self, request):
+        body = json_object(request)
+        if set(body) - {"model"}:
+            raise InvalidInput("The body is an object with an optional 'model'.")
+        queued = rescan.request_rescan(request.user, body.get("model"))
+        return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
+
+
 class _RawBody:
     """Lets DRF skip body parsing: the file view reads the stream itself."""
 
@@ -224,6 +245,20 @@ UPLOAD_HEADERS = [
 ]
 
 
+ALLOW_QUARANTINED_PARAM = OpenApiParameter(
+    "allow_quarantined",
+    bool,
+    description="Admins only: download a quarantined version's bytes anyway (audited).",
+)
+
+
+def downloadable(request, version: ModelVersion) -> None:
+    asked = request.query_params.get("allow_quarantined", "").lower() in ("1", "true", "yes")
+    # The admin scope of this request, not only an admin user: a read token stays a read token.
+    flag = asked and access.ADMIN in request_scopes(request)
+    versions.require_downloadable(version, request.user, allow_quarantined=flag)
+
+
 class VersionFileView(APIView):
     """GET downloads, HEAD reports size or upload progress, PUT uploads (whole or chunks)."""
 
@@ -234,16 +269,18 @@ class VersionFileView(APIView):
         parameters=[
             REF_PARAM,
             FILE_PATH_PARAM,
+            ALLOW_QUARANTINED_PARAM,
             OpenApiParameter("Range", str, OpenApiParameter.HEADER),
         ],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
             (206, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY),
-            **errors(400, 404, 416),
+            **errors(400, 403, 404, 416),
         },
     )
     def get(self, request, name, ref, path):
         _, version = model_and_version(name, ref)
+        downloadable(request, version)
         vfile = uploads.get_file(version, path)
         if not vfile.complete:
             raise NotFound(f"File '{path}' has not been uploaded yet.", {"path": path})
@@ -252,6 +289,7 @@ class VersionFileView(APIView):
     @extend_schema(exclude=True)
     def head(self, request, name, ref, path):
         _, version = model_and_version(name, ref)
+        downloadable(request, version)
         vfile = uploads.get_file(version, path)
         if vfile.complete:
             response = blob_response(request, vfile.sha256, vfile.size, path.rsplit("/", 1)[-1])
@@ -310,14 +348,15 @@ def _with_offset(exc: Conflict, offset: int) -> Response:
 class VersionPackage(APIView):
     @extend_schema(
         operation_id="versions_package_download",
-        parameters=[REF_PARAM],
+        parameters=[REF_PARAM, ALLOW_QUARANTINED_PARAM],
         responses={
             (200, "application/x-tar"): OpenApiResponse(OpenApiTypes.BINARY),
-            **errors(400, 404, 409),
+            **errors(400, 403, 404, 409),
         },
     )
     def get(self, request, name, ref):
         _, version = model_and_version(name, ref)
+        downloadable(request, version)
         if version.package_state != "ready" or not version.package_sha256:
             raise Conflict(
                 f"The package of version {version.number} is not ready ({version.package_state}).",

@@ -1,8 +1,13 @@
 """Serve the model packaged next to this file: GET /health and POST /predict, JSON in and out.
 
-Standard library only, plus the model's framework (scikit-learn or onnxruntime), and
-prometheus_client for GET /metrics when it is installed. Run it with
+Standard library only, plus the model's framework (scikit-learn, with skops for a .skops
+file, or onnxruntime), and prometheus_client for GET /metrics when it is installed. Run it with
 `python serve.py [--host HOST] [--port PORT]`; HOST and PORT env vars set the defaults.
+
+Before loading, model/ must hold exactly the files manifest.json lists, each with its size
+and sha256, and the file to load must have the scan verdict "clean": anything else stops
+serve.py with a non-zero exit before any file is unpickled. A .skops file is preferred over a
+pickle, and loads only if skops trusts every type in it.
 
 Capture: with MODELGATE_URL and MODELGATE_INGEST_TOKEN set, every prediction (or the share
 MODELGATE_CAPTURE_RATE) is sent to the registry's /api/v1/monitoring/predictions/ by a
@@ -14,6 +19,7 @@ MODELGATE_CAPTURE_RETRY_MAX (seconds).
 
 import argparse
 import collections
+import hashlib
 import json
 import math
 import os
@@ -46,10 +52,57 @@ MAX_BODY = 16 * 1024 * 1024
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # onnxruntime names types "tensor(int64)"; these three differ from numpy's names.
 ONNX_TO_NUMPY = {"float": "float32", "double": "float64", "string": "object"}
+CHUNK = 1024 * 1024
 
 
 class BadRequest(ValueError):
     """The request, not the model, is at fault: answered with 400."""
+
+
+def refuse(reason):
+    """Stop before loading anything: the reason on stderr, exit status 1."""
+    sys.exit(f"serve.py: refusing to serve: {reason}")
+
+
+def manifest_files():
+    return {entry["path"]: entry for entry in MANIFEST.get("files") or []}
+
+
+def check_files():
+    """model/ holds exactly the manifest's files, with their sizes and sha256s: what the
+    registry scanned is what gets loaded. Each file is streamed, never read whole."""
+    expected, seen = manifest_files(), set()
+    for path in sorted(MODEL_DIR.rglob("*")):
+        name = path.relative_to(MODEL_DIR).as_posix()
+        if path.is_symlink():  # it could lead to any file, past these checks
+            refuse(f"model/{name} is a symbolic link")
+        if path.is_dir():
+            continue
+        entry = expected.get(name)
+        if entry is None or not path.is_file():
+            refuse(f"model/{name} is not a file listed in manifest.json")
+        size = path.stat().st_size
+        if size != entry["size"]:
+            refuse(f"model/{name} is {size} bytes, manifest.json says {entry['size']}")
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            while chunk := file.read(CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != entry["sha256"].lower():
+            refuse(f"model/{name} does not match its sha256 in manifest.json")
+        seen.add(name)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        refuse(f"model/{missing[0]}, listed in manifest.json, is missing")
+
+
+def judged_clean(path):
+    """Refuse the file unless the registry's scan found it clean: an "unsafe", "unverified"
+    or unknown verdict is never loaded, and a pickle would run whatever code it names."""
+    name = path.relative_to(MODEL_DIR).as_posix()
+    verdict = manifest_files()[name].get("scan") or "unknown"
+    if verdict != "clean":
+        refuse(f"model/{name} has the scan verdict {verdict!r}; only 'clean' files are loaded")
 
 
 def first_file(*patterns):
@@ -66,24 +119,45 @@ def mlflow_pickled_model():
     return path if path and path.is_relative_to(MODEL_DIR) and path.is_file() else None
 
 
+def load_skops(path):
+    import skops.io
+
+    # Only the types skops trusts by default: handing get_untrusted_types' answer back as
+    # `trusted` would trust whatever the file names.
+    untrusted = skops.io.get_untrusted_types(file=path)
+    if untrusted:
+        name = path.relative_to(MODEL_DIR).as_posix()
+        refuse(f"model/{name} holds types skops does not trust: {', '.join(untrusted)}")
+    return skops.io.load(path)
+
+
 def load_sklearn():
-    path = mlflow_pickled_model() or first_file("*.joblib", "*.pkl", "*.pickle")
+    # A .skops file loads without unpickling: preferred to any pickle of the model.
+    path = (
+        first_file("*.skops")
+        or mlflow_pickled_model()
+        or first_file("*.joblib", "*.pkl", "*.pickle")
+    )
     if path is None:
-        sys.exit("serve.py: no .joblib, .pkl or .pickle file under model/")
+        sys.exit("serve.py: no .skops, .joblib, .pkl or .pickle file under model/")
+    judged_clean(path)
+    if path.suffix == ".skops":
+        return load_skops(path)
     if path.suffix == ".joblib":
         import joblib
 
         return joblib.load(path)
     with path.open("rb") as file:
-        return pickle.load(file)  # noqa: S301 - the user's own model, in the user's deployment
+        return pickle.load(file)  # noqa: S301 - checked against the manifest, and scanned clean
 
 
 def load_onnx():
-    import onnxruntime
-
     path = first_file("*.onnx")
     if path is None:
         sys.exit("serve.py: no .onnx file under model/")
+    judged_clean(path)
+    import onnxruntime
+
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -567,6 +641,7 @@ def main():
     if framework not in FRAMEWORKS:
         sys.exit(f"serve.py: cannot serve framework {framework!r} (supported: sklearn, onnx)")
     load, predict = FRAMEWORKS[framework]
+    check_files()  # before any file is loaded, or any framework imported
     model = load()  # before listening, so /health only answers once the model is ready
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.model = (model, predict)

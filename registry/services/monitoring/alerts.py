@@ -11,6 +11,8 @@ flap an alert), all versions together:
   the PSI recomputed against its baseline; the largest of them.
 - `live.<metric>`: the windows' values weighted by their labelled records (RMSE as the
   root of the weighted mean square).
+- `quarantined`: 1 while the version live in the environment is quarantined (a rescan found
+  it unsafe), else 0. A rescan that quarantines a live version sets one up and fires it.
 
 With fewer than `min_samples` records (labelled ones for `live.*`) nothing changes: an
 alert neither fires nor resolves on too little evidence. Each change is one transaction
@@ -26,7 +28,7 @@ import numpy as np
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from registry.models import Alert, Alias, Monitor, MonitoringWindow
+from registry.models import Alert, Alias, ModelVersion, Monitor, MonitoringWindow, RegisteredModel
 
 from ..events import record_event
 from ..locking import for_update
@@ -46,6 +48,8 @@ def span(monitor: Monitor, now: datetime) -> tuple[datetime, datetime]:
 def measure(monitor: Monitor, now: datetime) -> dict:
     """{"value", "samples", ...evidence} of the monitor's metric over its span."""
     start, end = span(monitor, now)
+    if monitor.metric == "quarantined":
+        return _quarantined(monitor, start, end)
     windows = list(
         MonitoringWindow.objects.filter(
             model_id=monitor.model_id,
@@ -115,6 +119,39 @@ def _live(windows: list[MonitoringWindow], name: str) -> dict:
     return {"value": round(value, 6), "samples": labelled}
 
 
+def _quarantined(monitor: Monitor, start: datetime, end: datetime) -> dict:
+    alias = (
+        Alias.objects.filter(model_id=monitor.model_id, name=monitor.environment)
+        .select_related("version")
+        .first()
+    )
+    live = alias.version if alias else None
+    value = float(live is not None and live.state == ModelVersion.State.QUARANTINED)
+    return {
+        "value": value,
+        "samples": 1,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "versions": [live.number] if live else [],
+        **({"version": live.number, "reason": live.status_reason} if value else {}),
+    }
+
+
+def watch_quarantine(model: RegisteredModel, environment: str) -> str | None:
+    """Make sure a `quarantined > 0` monitor watches the environment, and evaluate it now."""
+    monitor, _ = Monitor.objects.get_or_create(
+        model=model,
+        environment=environment,
+        metric="quarantined",
+        op=">",
+        value=0,
+        defaults={"window_seconds": aggregation.window_seconds(), "min_samples": 0},
+    )
+    if not monitor.enabled:
+        return None  # someone switched it off on purpose
+    return evaluate_monitor(monitor)
+
+
 def _watched(monitor: Monitor) -> bool:
     """Whether silence means something: the model is live there or has served there."""
     return (
@@ -136,7 +173,7 @@ def _event_data(monitor: Monitor, alert: Alert, measured: dict) -> dict:
         "value": measured["value"],
         "samples": measured["samples"],
         "window": {"start": measured["start"], "end": measured["end"]},
-        **{k: measured[k] for k in ("feature", "version", "versions") if k in measured},
+        **{k: measured[k] for k in ("feature", "version", "versions", "reason") if k in measured},
     }
 
 

@@ -30,6 +30,7 @@ METRICS = (
     "latency_ms.p99",
     "drift.psi.max",
     *(f"live.{name}" for name in LIVE_METRICS),
+    "quarantined",  # 1 while the version live in the environment is quarantined, else 0
 )
 FIELDS = {"model", "environment", "metric", "op", "value", "window", "min_samples", "enabled"}
 MAX_WINDOW = 7 * 24 * 3600
