@@ -348,3 +348,36 @@ def test_the_browser_shows_a_quarantined_version_red_and_offers_no_download(
     expect(page.get_by_test_id("scan-status")).to_have_text("unsafe")
     assert page.get_by_role("link", name="Download package").count() == 0
     assert page.locator('a[href*="/files/"]').count() == 0
+
+
+@pytest.mark.live
+def test_modelgate_pull_refuses_a_quarantined_version_but_an_admin_may_take_it(
+    live_server, quarantined, alice, admin_user, tmp_path
+):
+    from .conftest import token_for
+    from .test_cli import MODELGATE, cli_env, run
+
+    payload = quarantined[2]
+    alice_env = cli_env(
+        tmp_path / "a", MODELGATE_URL=live_server.url, MODELGATE_TOKEN=token_for(alice)
+    )
+    refused = run([MODELGATE, "pull", "fraud/2", tmp_path / "out"], alice_env, expect=2)
+    assert "quarantined" in refused.stderr and "--allow-quarantined" in refused.stderr
+    assert not (tmp_path / "out" / "model.pkl").exists()
+    listed = run([MODELGATE, "versions", "ls", "fraud"], alice_env)
+    assert "quarantined" in listed.stdout
+    shown = run([MODELGATE, "show", "fraud/2"], alice_env)
+    assert "QUARANTINED" in shown.stdout and "unsafe" in shown.stdout
+    # Asking is not enough: only an admin's token gets the bytes.
+    run(
+        [MODELGATE, "pull", "fraud/2", tmp_path / "out", "--allow-quarantined"], alice_env, expect=2
+    )
+    assert not Event.objects.filter(type="version.quarantined_download").exists()
+
+    admin_env = cli_env(
+        tmp_path / "b", MODELGATE_URL=live_server.url, MODELGATE_TOKEN=token_for(admin_user)
+    )
+    run([MODELGATE, "pull", "fraud/2", tmp_path / "out", "--allow-quarantined"], admin_env)
+    assert (tmp_path / "out" / "model.pkl").read_bytes() == payload
+    audit = Event.objects.get(type="version.quarantined_download")
+    assert audit.actor_name == admin_user.username
