@@ -24,15 +24,25 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/python manage.py migrate --no-input -v0
-	$(BIN)/python manage.py collectstatic --no-input -v0
-	$(BIN)/python manage.py load_demo
-	@echo "Starting the worker (log: var/worker.log) and the server on http://$(HOST):$(PORT)/"
-	@$(BIN)/celery -A workers.celery worker --beat --pool threads --concurrency 2 \
-	    --loglevel INFO --logfile var/worker.log & worker=$$!; \
-	  trap "kill $$worker 2>/dev/null; wait $$worker 2>/dev/null" EXIT INT TERM; \
-	  $(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
+# `make run` serves as production would, from a venv of its own with the runtime
+# dependencies only (`.venv` keeps the dev tools for `make test`): gunicorn with
+# config/gunicorn.conf.py, one Celery worker and Celery beat, supervised together by
+# deploy/run_local.py (Ctrl-C stops all three, and make, cleanly).
+RUN_VENV := .venv-run
+RUN_BIN := $(RUN_VENV)/bin
+RUN_STAMP := $(RUN_VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+WEB_WORKERS ?= 2
+
+$(RUN_STAMP): pyproject.toml
+	@test -x $(RUN_BIN)/python || $(PYTHON) -m venv $(RUN_VENV)
+	$(RUN_BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(RUN_BIN)/pip install --quiet -e .
+	@rm -f $(RUN_VENV)/.installed-*; touch $@
+
+run: $(RUN_STAMP)
+	$(RUN_BIN)/python manage.py migrate --no-input -v0
+	$(RUN_BIN)/python manage.py collectstatic --no-input -v0
+	exec $(RUN_BIN)/python deploy/run_local.py --host $(HOST) --port $(PORT) --web-workers $(WEB_WORKERS)
 
 test: $(STAMP) chromium deploy-tools
 	MODELGATE_VAR_DIR=$(CURDIR)/var/test $(BIN)/pytest $(PYTEST_ARGS)

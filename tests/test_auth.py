@@ -12,7 +12,7 @@ from registry.models import ApiToken
 
 from .conftest import client_for, token_for, upload_version
 
-PUBLIC = {"/healthz", "/readyz", "/api/v1/schema/", "/api/v1/docs/"}
+PUBLIC = {"/healthz", "/readyz", "/api/v1/schema/", "/api/v1/docs/", "/api/v1/redoc/"}
 SAMPLE_ARGS = {
     "name": "fraud",
     "ref": "1",

@@ -137,7 +137,7 @@ def _all_api_urls() -> list[str]:
                 url = "/" + re.sub(
                     r"<(?:\w+:)?(\w+)>", lambda m: "fraud" if m[1] == "name" else "1", route
                 )
-                if "schema" not in url and "docs" not in url:
+                if not any(page in url for page in ("schema", "docs", "redoc")):
                     urls.append(url)
 
     walk(get_resolver().url_patterns, "")

@@ -251,23 +251,40 @@ def _labelled(version: ModelVersion, environment: str, start, end) -> list[tuple
     ]
 
 
-def live_metrics(rows: list[tuple]) -> tuple[dict[str, float], int]:
-    """Accuracy and F1 where labels came back, MAE and RMSE where values did."""
-    from sklearn.metrics import accuracy_score, f1_score
+def _accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.mean(truth == predicted))
 
+
+def _f1(truth: np.ndarray, predicted: np.ndarray, positive: str) -> float:
+    """F1 of one class, 2TP / (2TP + FP + FN), 0 where it has no TP, FP or FN (as
+    scikit-learn's f1_score with zero_division=0)."""
+    is_truth, is_predicted = truth == positive, predicted == positive
+    tp = int(np.sum(is_truth & is_predicted))
+    wrong = int(np.sum(is_truth != is_predicted))  # FP + FN
+    return 2 * tp / (2 * tp + wrong) if tp or wrong else 0.0
+
+
+def live_metrics(rows: list[tuple]) -> tuple[dict[str, float], int]:
+    """Accuracy and F1 where labels came back, MAE and RMSE where values did.
+
+    In numpy, the runtime dependency (scikit-learn is only a dev extra); the same numbers as
+    sklearn.metrics' accuracy_score and f1_score (binary on 0/1 or false/true, else
+    macro-averaged over the classes seen, zero_division=0), as tests compare.
+    """
     labels = [(p, t) for p, _, t, _ in rows if t is not None and p is not None]
     values = [(pn, v) for _, pn, _, v in rows if v is not None and pn is not None]
     metrics: dict[str, float] = {}
     if labels:
-        predicted, truth = zip(*labels, strict=True)
+        predicted = np.asarray([p for p, _ in labels], dtype=object)
+        truth = np.asarray([t for _, t in labels], dtype=object)
         classes = set(predicted) | set(truth)
         binary = classes <= {"0", "1"} or classes <= {"false", "true"}
         positive = "1" if classes <= {"0", "1"} else "true"
-        metrics["accuracy"] = float(accuracy_score(truth, predicted))
-        metrics["f1"] = float(
-            f1_score(truth, predicted, average="binary", pos_label=positive, zero_division=0)
+        metrics["accuracy"] = _accuracy(truth, predicted)
+        metrics["f1"] = (
+            _f1(truth, predicted, positive)
             if binary
-            else f1_score(truth, predicted, average="macro", zero_division=0)
+            else float(np.mean([_f1(truth, predicted, c) for c in sorted(classes)]))
         )
     if values:
         error = np.asarray([p - v for p, v in values])
