@@ -430,18 +430,18 @@ def model_rows(kind: str, path: Path, built: dict[str, Any], nominal: int) -> li
     scan_row.ok = ratio < GOAL_RATIO
     scan_row.rss_growth_max_mib = scan.rss_growth_mib
     statuses = {"warm": result.status, "cold": cold["scan"].result.status}
-    scanned = [name.replace(str(path), path.name, 1) for name in result.scanned]
+    formats = sorted({kind for verdict in result.files.values() for kind in verdict["formats"]})
     verdict = Row(
         NAME,
         f"scan verdict, {label}",
         ok=set(statuses.values()) == {"clean"},
         note=f"status {result.status!r} (must be 'clean': a real model); "
-        f"{len(result.findings)} finding(s); read as serialized: {', '.join(scanned) or 'nothing'}",
+        f"{len(result.findings)} finding(s); recognised: {', '.join(formats) or 'nothing'}",
         details={
             **common,
             "statuses": statuses,
             "findings": [finding.as_dict() for finding in result.findings[:20]],
-            "scanned": scanned,
+            "formats": formats,
         },
     )
     return [
