@@ -41,7 +41,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psycopg2
+import psycopg
 
 from .core import BenchError, Context, Row
 from .server import BIN, GUNICORN_ARGS, PG_DSN, ROOT, free_port, manage, server_env
@@ -166,15 +166,15 @@ def _ingest(ctx: Context, token: str, model_id: int) -> list[Row]:
 
     def copy(prefix: str) -> float:
         buffer = _copy_buffer(_rows(INGEST_RECORDS, prefix, at), model_id)
-        conn = psycopg2.connect(dsn)
+        conn = psycopg.connect(dsn)
         try:
             with conn.cursor() as cursor:
                 began = time.perf_counter()
-                cursor.copy_expert(
+                with cursor.copy(
                     "COPY registry_predictionrecord (model_id, version_number, environment, "
-                    "request_id, at, inputs, outputs, latency_ms, error, received_at) FROM STDIN",
-                    buffer,
-                )
+                    "request_id, at, inputs, outputs, latency_ms, error, received_at) FROM STDIN"
+                ) as copy:
+                    copy.write(buffer.getvalue())
                 conn.commit()
                 return time.perf_counter() - began
         finally:
@@ -240,7 +240,7 @@ def _aggregation(ctx: Context, model_id: int) -> list[Row]:
     manage(env, "shell", "-c", f"from registry.services.monitoring import partitions; "
            f"import datetime; partitions.ensure([datetime.date.fromisoformat("
            f"{start.date().isoformat()!r})])")  # fmt: skip
-    conn = psycopg2.connect(PG_DSN.replace("dbname=postgres", f"dbname={ctx.server.database}"))
+    conn = psycopg.connect(PG_DSN.replace("dbname=postgres", f"dbname={ctx.server.database}"))
     try:
         with conn.cursor() as cursor:
             began = time.perf_counter()

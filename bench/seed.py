@@ -13,7 +13,7 @@ import io
 import json
 from datetime import UTC, datetime
 
-import psycopg2
+import psycopg
 
 from .core import BenchError
 from .server import PG_DSN
@@ -56,20 +56,23 @@ def _copy(cursor, table: str, columns: list[str], rows) -> None:
     for count, row in enumerate(rows, 1):
         writer.writerow(row)
         if count % BATCH == 0:
-            buffer.seek(0)
-            cursor.copy_expert(sql, buffer)
+            _send(cursor, sql, buffer)
             buffer = io.StringIO()
             writer = csv.writer(buffer)
-    buffer.seek(0)
-    cursor.copy_expert(sql, buffer)
+    _send(cursor, sql, buffer)
+
+
+def _send(cursor, sql: str, buffer: io.StringIO) -> None:
+    with cursor.copy(sql) as copy:
+        copy.write(buffer.getvalue())
 
 
 def seed(database: str, models: int, per_model: int, first_model: int = 0) -> None:
     """Add models m-<first_model> … with `per_model` versions each (ids continue)."""
-    conn = psycopg2.connect(PG_DSN.replace("dbname=postgres", f"dbname={database}"))
+    conn = psycopg.connect(PG_DSN.replace("dbname=postgres", f"dbname={database}"))
     now = datetime.now(UTC).isoformat()
     try:
-        with conn, conn.cursor() as cursor:
+        with conn.transaction(), conn.cursor() as cursor:
             required = _not_null_columns(cursor, "registry_modelversion")
             columns = [
                 "model_id", "number", "metrics", "tags", "created_at", "updated_at",

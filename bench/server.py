@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psycopg2
-from psycopg2 import sql
+import psycopg
+from psycopg import sql
 
 from .core import BenchError
 
@@ -114,21 +114,21 @@ def server_env(
 
 def postgres_version() -> str | None:
     try:
-        conn = psycopg2.connect(PG_DSN, connect_timeout=5)
-    except psycopg2.Error:
+        conn = psycopg.connect(PG_DSN, connect_timeout=5)
+    except psycopg.Error:
         return None
     try:
         with conn.cursor() as cursor:
             cursor.execute("SELECT version()")
             return cursor.fetchone()[0]
-    except psycopg2.Error:
+    except psycopg.Error:
         return None
     finally:
         conn.close()
 
 
 def recreate_database(database: str) -> None:
-    conn = psycopg2.connect(PG_DSN, connect_timeout=5)
+    conn = psycopg.connect(PG_DSN, connect_timeout=5)
     conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
     try:
         with conn.cursor() as cursor:
@@ -142,7 +142,7 @@ def recreate_database(database: str) -> None:
 
 
 def drop_database(database: str) -> None:
-    conn = psycopg2.connect(PG_DSN, connect_timeout=5)
+    conn = psycopg.connect(PG_DSN, connect_timeout=5)
     conn.autocommit = True
     try:
         with conn.cursor() as cursor:
@@ -335,5 +335,5 @@ def run_server(
             if proc is not None:
                 stop(proc)
         if not keep:
-            with contextlib.suppress(psycopg2.Error):
+            with contextlib.suppress(psycopg.Error):
                 drop_database(database)

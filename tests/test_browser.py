@@ -308,9 +308,9 @@ def test_upload_errors_from_the_server_are_shown_and_nothing_becomes_a_version(
     page.get_by_label("Metric value", exact=True).first.fill("0.9")
     page.route(
         "**/api/v1/models/fraud/versions/*/files/model.bin",
-        lambda route, request: route.continue_(post_data=b"WEIGHTS")
-        if request.method == "PUT"
-        else route.continue_(),
+        lambda route, request: (
+            route.continue_(post_data=b"WEIGHTS") if request.method == "PUT" else route.continue_()
+        ),
     )
     page.get_by_role("button", name="Upload", exact=True).click()
     expect()(page.get_by_role("alert")).to_contain_text(

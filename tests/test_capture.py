@@ -224,11 +224,13 @@ def test_a_full_spool_drops_the_oldest_records_and_counts_them(package, tmp_path
             for i in range(50)
         ]
         metrics = wait_for(
-            lambda: (m := serving.metrics()).get(
-                'modelgate_capture_dropped_records_total{reason="spool_full"}'
-            )
-            == 30
-            and m,
+            lambda: (
+                (m := serving.metrics()).get(
+                    'modelgate_capture_dropped_records_total{reason="spool_full"}'
+                )
+                == 30
+                and m
+            ),
             timeout=15,
         )
         assert metrics["modelgate_capture_queue_depth"] == 20
@@ -236,11 +238,13 @@ def test_a_full_spool_drops_the_oldest_records_and_counts_them(package, tmp_path
         bad = httpx.post(f"{serving.url}/predict", content=b"{nope")
         assert bad.status_code == 400 and bad.headers["X-Request-ID"]
         errors = wait_for(
-            lambda: (m := serving.metrics()).get(
-                'modelgate_capture_dropped_records_total{reason="spool_full"}'
-            )
-            == 31
-            and m,
+            lambda: (
+                (m := serving.metrics()).get(
+                    'modelgate_capture_dropped_records_total{reason="spool_full"}'
+                )
+                == 31
+                and m
+            ),
             timeout=15,
         )
         assert errors["modelgate_capture_queue_depth"] == 20

@@ -90,7 +90,7 @@ def scan_file(
     path: str,
     open_stream: Callable[[], BinaryIO],
     *,
-    limits: Limits = Limits(),  # noqa: B008 - frozen, shared safely
+    limits: Limits = Limits(),
     beat: Callable[[], None] = lambda: None,
     unsafe_globals: frozenset[str] = frozenset(),
     version_paths: frozenset[str] | None = None,
