@@ -8,8 +8,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
-ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}\Z"  # \Z: "$" would take a final "\n"
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}\Z"
 
 model_name_validator = RegexValidator(MODEL_NAME_PATTERN)
 alias_validator = RegexValidator(ALIAS_PATTERN)
@@ -232,6 +232,11 @@ class ApiToken(models.Model):
         related_name="ingest_tokens",
     )
     environment = models.CharField(max_length=64, blank=True)
+    # The token that minted this one, if any: a child never outlives it nor holds a scope it
+    # lacks, and revoking it revokes every descendant.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
 
     class Meta:
         ordering = ["-created_at"]

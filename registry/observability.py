@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # The same shape as a captured prediction's request id; anything else is replaced.
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 request_id: ContextVar[str] = ContextVar("modelgate_request_id", default="-")
 
 
@@ -48,7 +48,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        rid = given if REQUEST_ID_PATTERN.match(given) else uuid.uuid4().hex
+        rid = given if REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
         request.request_id = rid
         token = request_id.set(rid)
         try:

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client, RequestFactory
 
-from .conftest import sign_in
+from .conftest import ROOT, sign_in
 
 DOCS, REDOC, SCHEMA = "/api/v1/docs/", "/api/v1/redoc/", "/api/v1/schema/"
 URL = re.compile(r"""(?:https?:)?//[^\s"'<>)]+""", re.IGNORECASE)
@@ -193,3 +193,32 @@ def test_the_nav_link_opens_the_api_docs(page, live_server, alice):
     page.wait_for_url(urljoin(base, DOCS))
     expect(page.locator(".opblock").first).to_be_visible()
     assert refused == []
+
+
+def _api_routes() -> set[str]:
+    """Every /api/v1/ route the server answers, as `{name}`-style paths."""
+    from django.urls import get_resolver
+    from django.urls.resolvers import URLResolver
+
+    def walk(patterns, prefix=""):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            else:
+                yield prefix + str(pattern.pattern)
+
+    routes = {r for r in walk(get_resolver().url_patterns) if r.startswith("api/v1/")}
+    return {"/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r).rstrip("$") for r in routes}
+
+
+def test_the_repository_contract_names_every_api_route_and_the_readme_links_it():
+    contract = (ROOT / "docs" / "API.md").read_text()
+    # The contract's own parameter names differ (`{n}` for `ref`, `{id}` for ids).
+    written = re.sub(r"\{(ref|n)\}", "{ref}", contract)
+    missing = []
+    for route in sorted(_api_routes()):
+        shape = re.sub(r"\{(\w+_id)\}", "{id}", route).replace("{environment}", "{name}")
+        if shape.replace("{path}", "") not in written.replace("{path}", ""):
+            missing.append(route)
+    assert not missing, f"docs/API.md does not describe: {missing}"
+    assert "](docs/API.md)" in (ROOT / "README.md").read_text()

@@ -3,6 +3,7 @@
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -38,8 +39,9 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or None)
-    if isinstance(exc, ValueError) and "NUL (0x00)" in str(exc):
-        # Postgres text cannot hold NUL; psycopg2 refuses such a parameter before sending it.
+    if isinstance(exc, ValueError | DataError) and "NUL (0x00)" in str(exc):
+        # Postgres text cannot hold NUL; psycopg refuses such a parameter before sending it
+        # (JSON bodies are refused earlier; this catches a NUL in a query or form field).
         set_rollback()
         return Response(error_body("invalid", "Text must not contain NUL characters."), 400)
     if not isinstance(exc, exceptions.APIException):

@@ -402,6 +402,7 @@ class TokenSerializer(serializers.ModelSerializer):
             "revoked_at",
             "model",
             "environment",
+            "parent",
         ]
 
     @extend_schema_field(serializers.CharField(allow_null=True))

@@ -13,7 +13,7 @@ import re
 from django.http import HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from registry.errors import Conflict, RegistryError
+from registry.errors import Conflict, InvalidInput, RegistryError
 from registry.models import Environment, ModelVersion, RegisteredModel
 from registry.services import (
     access,
@@ -21,6 +21,7 @@ from registry.services import (
     artifacts,
     promotions,
     registered_models,
+    validation,
     versions,
 )
 from registry.services.environments import is_protected
@@ -65,9 +66,9 @@ class Call:
                 for key, values in request.GET.lists()
             }
         try:
-            body = json.loads(request.body or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise invalid("The request body is not valid JSON.") from None
+            body = validation.json_document(request.body or b"{}")
+        except InvalidInput as exc:
+            raise invalid(exc.message) from None
         if not isinstance(body, dict):
             raise invalid("The request body must be a JSON object.")
         return body
@@ -154,7 +155,7 @@ def _offset(call: Call) -> int:
         return 0
     try:
         offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-    except (ValueError, KeyError, TypeError, binascii.Error, AttributeError):
+    except (ValueError, KeyError, TypeError, binascii.Error, AttributeError, RecursionError):
         raise invalid("Invalid page token.") from None
     if not isinstance(offset, int) or offset < 0:
         raise invalid("Invalid page token.")

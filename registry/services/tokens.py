@@ -50,6 +50,42 @@ def _ingest_binding(user, scopes: list[str], model, environment) -> tuple:
     return found, environment or ""
 
 
+def _within_parent(parent: ApiToken, scopes: list[str] | None) -> list[str]:
+    """The scopes a token may give the child it mints: never one it lacks itself. An
+    ingest token is a narrowing of `write`."""
+    if parent.model_id is not None:
+        raise PermissionDenied("An ingest token can only write prediction records and feedback.")
+    if scopes is None:
+        return list(parent.scopes)
+    if not isinstance(scopes, list):
+        return scopes  # create_token words the shape error
+    held = set(parent.scopes) | ({INGEST} if access.WRITE in parent.scopes else set())
+    beyond = {s for s in scopes if isinstance(s, str)} - held
+    if beyond:
+        raise PermissionDenied(
+            f"A token cannot mint scopes it lacks: {', '.join(sorted(beyond))}.",
+            {"parent_scopes": sorted(parent.scopes)},
+        )
+    return scopes
+
+
+def _expiry(days, parent: ApiToken | None):
+    max_days = settings.MODELGATE_TOKEN_MAX_DAYS
+    chosen = DEFAULT_DAYS if days is None else days
+    if isinstance(chosen, bool) or not isinstance(chosen, int) or not 1 <= chosen <= max_days:
+        raise InvalidInput(f"'expires_in_days' must be between 1 and {max_days}.")
+    expires_at = timezone.now() + timedelta(days=chosen)
+    if parent is None or parent.expires_at is None or expires_at <= parent.expires_at:
+        return expires_at
+    if days is None:  # unasked, the child simply ends with its parent
+        return parent.expires_at
+    raise InvalidInput(
+        f"A token cannot mint one that outlives it: this one expires at "
+        f"{parent.expires_at:%Y-%m-%dT%H:%M:%SZ}.",
+        {"parent_expires_at": parent.expires_at.isoformat()},
+    )
+
+
 def create_token(
     user,
     name: str,
@@ -57,13 +93,18 @@ def create_token(
     expires_in_days: int | None = None,
     model: str | None = None,
     environment: str | None = None,
+    parent: ApiToken | None = None,
 ) -> tuple[ApiToken, str]:
     """Returns the token and its secret; the secret is not kept and cannot be shown again.
 
-    With `scopes=["ingest"]` the token is bound to `model` (and `environment`, if given)."""
+    With `scopes=["ingest"]` the token is bound to `model` (and `environment`, if given).
+    `parent` is the token the request came with, if it was not a password or session: the
+    new token is bounded by it and recorded as its child."""
     granted = access.role_scopes(user)
     if not granted:
         raise PermissionDenied("Inactive users cannot create tokens.")
+    if parent is not None:
+        scopes = _within_parent(parent, scopes)
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise InvalidInput("'name' must be 1-100 characters.")
     if scopes is None:
@@ -88,23 +129,27 @@ def create_token(
                 f"Your role does not grant: {', '.join(sorted(beyond))}.",
                 {"granted": sorted(granted)},
             )
-    max_days = settings.MODELGATE_TOKEN_MAX_DAYS
-    days = DEFAULT_DAYS if expires_in_days is None else expires_in_days
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= max_days:
-        raise InvalidInput(f"'expires_in_days' must be between 1 and {max_days}.")
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     with transaction.atomic():
+        if parent is not None:  # locked: a revocation running now finishes first, or waits
+            parent = ApiToken.objects.select_for_update().get(pk=parent.pk)
+            if not parent.is_active:
+                raise PermissionDenied("The token minting this one has been revoked.")
+        expires_at = _expiry(expires_in_days, parent)
         token = ApiToken.objects.create(
             user=user,
             name=name.strip(),
             key_id=key_id,
             secret_hash=_hash(secret),
             scopes=sorted(set(scopes)),
-            expires_at=timezone.now() + timedelta(days=days),
+            expires_at=expires_at,
             model=bound_model,
             environment=bound_environment,
+            parent=parent,
         )
         data = {"token_id": token.pk, "name": token.name, "scopes": token.scopes}
+        if parent is not None:
+            data["parent_id"] = parent.pk
         if bound_model is not None:
             data.update(model=bound_model.name, environment=bound_environment)
         record_event("token.created", user, model=bound_model, data=data)
@@ -172,12 +217,21 @@ def authenticate(raw: str) -> ApiToken | None:
 
 
 def revoke_token(user, token_id: int) -> ApiToken:
+    """Revoke a token and every token minted from it, at any depth."""
     token = ApiToken.objects.filter(pk=token_id).first()
     if token is None or (token.user_id != user.pk and not access.is_admin(user)):
         raise NotFound(f"Token {token_id} does not exist.")
     with transaction.atomic():
-        if token.revoked_at is None:
-            token.revoked_at = timezone.now()
-            token.save(update_fields=["revoked_at"])
-            record_event("token.revoked", user, data={"token_id": token.pk, "name": token.name})
+        token = ApiToken.objects.select_for_update().get(pk=token.pk)
+        now, lineage, level = timezone.now(), [token.pk], [token.pk]
+        while level:
+            level = list(ApiToken.objects.filter(parent_id__in=level).values_list("pk", flat=True))
+            lineage += level
+        revoked = ApiToken.objects.filter(pk__in=lineage, revoked_at__isnull=True)
+        descendants = sorted(revoked.exclude(pk=token.pk).values_list("pk", flat=True))
+        if revoked.update(revoked_at=now):
+            data = {"token_id": token.pk, "name": token.name, "descendants": descendants}
+            record_event("token.revoked", user, data=data)
+            forget_cached_tokens()  # update() sends no post_save
+        token.refresh_from_db()
     return token

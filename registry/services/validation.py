@@ -1,8 +1,12 @@
 """Shape checks for user-supplied metadata, shared by every door."""
 
+import json
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any
+
+from django.utils.dateparse import parse_datetime
 
 from registry.errors import InvalidInput, TooLarge
 from registry.models import ALIAS_PATTERN, MODEL_NAME_PATTERN
@@ -12,12 +16,74 @@ MAX_KEY = 250
 MAX_VALUE = 5000
 MAX_TEXT = 100_000
 LINEAGE_KEYS = {"code_commit", "dataset", "run_url", "run_id", "parent_version", "source"}
-_KEY = re.compile(r"^[A-Za-z0-9_.\-/: ]+$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_JSON_DEPTH = 32  # deeper than any metadata needs, far below Python's recursion limit
+_KEY = re.compile(r"[A-Za-z0-9_.\-/: ]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e999999 reads as infinity
+        raise ValueError(f"the number {literal[:20]} is out of range")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_document(data: bytes | str, *, finite: bool = True) -> Any:
+    """A JSON request body parsed strictly: no NaN or Infinity, numbers finite (unless the
+    caller checks them itself: ingest names the record holding one), no lone surrogate or
+    NUL (no database or encoder takes one, and an error echoing it could not be written),
+    nested at most MAX_JSON_DEPTH deep. Anything else is a 400, never a 500."""
+    max_depth = MAX_JSON_DEPTH
+    try:
+        value = json.loads(
+            data, parse_constant=_no_constant, parse_float=_finite if finite else float
+        )
+    except RecursionError:
+        raise InvalidInput(f"The JSON body is nested more than {max_depth} deep.") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # also an integer past 4300 digits
+        raise InvalidInput(f"The body is not valid JSON: {str(exc)[:200]}") from None
+    _check_tree(value, max_depth)
+    return value
+
+
+def moment(raw: Any) -> datetime | None:
+    """An RFC 3339 time with a zone, in UTC; None for anything else, including year 0 and
+    times that fall outside years 1-9999 once in UTC (0001-01-01T00:00+14:00)."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        at = parse_datetime(raw)
+        return at.astimezone(UTC) if at is not None and at.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _check_tree(value: Any, max_depth: int) -> None:
+    pending = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                raise InvalidInput("Text must be valid Unicode: it holds a lone surrogate.")
+            if "\x00" in node:
+                raise InvalidInput("Text must not contain NUL characters.")
+        elif isinstance(node, dict | list):
+            if depth > max_depth:
+                raise InvalidInput(f"The JSON body is nested more than {max_depth} deep.")
+            items = node.items() if isinstance(node, dict) else ((None, v) for v in node)
+            for key, item in items:
+                if key is not None:
+                    pending.append((key, depth))
+                pending.append((item, depth + 1))
 
 
 def model_name(value: Any) -> str:
-    if not isinstance(value, str) or not re.match(MODEL_NAME_PATTERN, value):
+    if not isinstance(value, str) or not re.fullmatch(MODEL_NAME_PATTERN, value):
         raise InvalidInput(
             "Model names are 1-128 characters of a-z, 0-9, '.', '_' and '-', "
             "starting with a letter or digit.",
@@ -27,7 +93,7 @@ def model_name(value: Any) -> str:
 
 
 def alias_name(value: Any, what: str = "Alias") -> str:
-    if not isinstance(value, str) or not re.match(ALIAS_PATTERN, value):
+    if not isinstance(value, str) or not re.fullmatch(ALIAS_PATTERN, value):
         raise InvalidInput(
             f"{what} names are 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter.",
             {"name": value},
@@ -53,7 +119,7 @@ def _mapping(value: Any, field: str) -> dict:
     if len(value) > MAX_ENTRIES:
         raise InvalidInput(f"'{field}' has more than {MAX_ENTRIES} entries.", {"field": field})
     for key in value:
-        if not isinstance(key, str) or not key or len(key) > MAX_KEY or not _KEY.match(key):
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY or not _KEY.fullmatch(key):
             raise InvalidInput(
                 f"'{field}' keys are 1-{MAX_KEY} characters of letters, digits, "
                 "space and _ . - / :",
@@ -103,7 +169,7 @@ def lineage(value: Any) -> dict[str, Any]:
 
 
 def sha256(value: Any, field: str = "sha256") -> str:
-    if not isinstance(value, str) or not _SHA256.match(value):
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise InvalidInput(f"'{field}' must be 64 lowercase hex characters.", {"field": field})
     return value
 

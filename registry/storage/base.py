@@ -16,8 +16,8 @@ from typing import BinaryIO
 from registry.errors import ChecksumMismatch, IncompleteBody
 
 CHUNK_SIZE = 1024 * 1024
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,13 @@ class BlobCorrupt(OSError):
 
 
 def check_digest(digest: str) -> str:
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise ValueError(f"not a sha256 digest: {digest!r}")
     return digest
 
 
 def check_upload_id(upload_id: str) -> str:
-    if not isinstance(upload_id, str) or not _UPLOAD_ID.match(upload_id):
+    if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
         raise ValueError(f"not an upload id: {upload_id!r}")
     return upload_id
 

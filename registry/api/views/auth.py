@@ -66,8 +66,9 @@ class TokenList(APIView):
                 "An ingest token can only write prediction records and feedback."
             )
         elif request.auth is not None and access.ADMIN not in request_scopes(request):
-            # A token may not mint a broader or longer-lived token of itself.
             raise NotAuthenticated("Create tokens with your username and password or a session.")
+        # An admin token minting another bounds it (scopes, lifetime) and becomes its parent.
+        parent = request.auth if user is request.user else None
         token, secret = tokens.create_token(
             user,
             data.get("name"),
@@ -75,6 +76,7 @@ class TokenList(APIView):
             data.get("expires_in_days"),
             model=data.get("model"),
             environment=data.get("environment"),
+            parent=parent,
         )
         body = TokenCreatedSerializer(token, context={"secret": secret}).data
         return Response(body, status=status.HTTP_201_CREATED)

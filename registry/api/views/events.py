@@ -1,22 +1,19 @@
 """/api/v1/events/ — the audit log, newest first."""
 
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 
 from registry.errors import InvalidInput
 from registry.models import Event
+from registry.services import validation
 
 from ..serializers import EventSerializer
 from .common import errors
 
 
 def _moment(raw: str, field: str):
-    try:
-        value = parse_datetime(raw.replace(" ", "+"))
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
+    value = validation.moment(raw.replace(" ", "+"))  # an unescaped "+" arrives as " "
+    if value is None:
         raise InvalidInput(
             f"'{field}' must be an RFC 3339 time with a zone, e.g. 2026-01-31T12:00:00Z."
         )

@@ -7,7 +7,6 @@ The body is read here under MODELGATE_INGEST_MAX_BYTES rather than by DRF's pars
 oversized batch gets a clear 413 instead of Django's generic 400.
 """
 
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
@@ -15,7 +14,7 @@ from rest_framework.views import APIView
 
 from registry.errors import InvalidInput, TooLarge
 from registry.models import Alert, Monitor
-from registry.services import access
+from registry.services import access, validation
 from registry.services.monitoring import ingest, monitors, query
 
 from ..serializers import (
@@ -100,8 +99,8 @@ def _time(request, name: str):
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    at = parse_datetime(raw)
-    if at is None or at.tzinfo is None:
+    at = validation.moment(raw)
+    if at is None:
         raise InvalidInput(
             f"'{name}' must be an RFC 3339 time with a zone, e.g. 2025-01-02T03:04:05Z.",
             {"field": name},

@@ -1,18 +1,15 @@
 """/api/v1/models/{name}/versions/ — declare, upload, finalize, read, download."""
 
-import json
-
 from django.db.models import Subquery
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.models import ModelVersion, RegisteredModel
-from registry.services import access, rescan, uploads, versions
+from registry.services import access, rescan, uploads, validation, versions
 from registry.services.queries import (
     SUMMARY_FIELDS,
     attach_alias_names,
@@ -23,6 +20,7 @@ from registry.services.registered_models import get_model
 
 from ..auth import request_scopes
 from ..downloads import blob_response
+from ..parsers import StrictJSONParser
 from ..serializers import (
     FileStatusSerializer,
     RescanQueuedSerializer,
@@ -55,7 +53,7 @@ def detail_response(request, version: ModelVersion) -> Response:
 
 class VersionList(generics.GenericAPIView):
     serializer_class = VersionSummarySerializer
-    parser_classes = [JSONParser, StreamingMultiPartParser]
+    parser_classes = [StrictJSONParser, StreamingMultiPartParser]
 
     def get_ordering(self):
         ordering = self.request.query_params.get("ordering", "-number")
@@ -142,10 +140,7 @@ class VersionList(generics.GenericAPIView):
 
     def _create_from_multipart(self, request, model) -> ModelVersion:
         raw = request.data.get("metadata") or "{}"
-        try:
-            metadata = json.loads(raw)
-        except ValueError:
-            raise InvalidInput("'metadata' must be JSON text.") from None
+        metadata = validation.json_document(raw)
         if not isinstance(metadata, dict):
             raise InvalidInput("'metadata' must be a JSON object.")
         if "files" in metadata:

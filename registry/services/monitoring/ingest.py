@@ -16,29 +16,27 @@ one INSERT ... SELECT ... ON CONFLICT DO NOTHING instead.
 """
 
 import contextlib
-import io
 import json
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from registry.errors import InvalidInput, PermissionDenied, TooLarge
 from registry.models import ALIAS_PATTERN, ApiToken, ModelVersion, PredictionFeedback
 from registry.models import PredictionRecord as Record
 
-from .. import access
+from .. import access, validation
 from . import partitions
 
 INGEST = "ingest"
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _ENVIRONMENT = re.compile(ALIAS_PATTERN)
 MAX_FEATURES = 1000
 MAX_STRING = 1000
@@ -77,26 +75,20 @@ _PREDICTION_COLUMNS = (
 _LONG_DIGITS = re.compile(rb"\d{19}")
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def load_batch(data: bytes) -> Any:
     """A request body parsed. orjson reads UTF-8 JSON a few times faster than the standard
     library and refuses NaN, Infinity, numbers that overflow and lone surrogates; what it
-    refuses (a syntax error, but also UTF-16 or a BOM) goes the standard library's way,
-    which takes those and says what is wrong with the rest. orjson would read an integer
-    beyond 64 bits as the nearest float, so a body with 19 digits in a row (maybe such an
-    integer) goes the standard library's way too, which keeps every integer exact."""
+    refuses (a syntax error, but also UTF-16 or a BOM) goes the strict standard-library
+    reader (validation.json_document), which takes those and says what is wrong with the
+    rest. orjson would read an integer beyond 64 bits as the nearest float, so a body with
+    19 digits in a row (maybe such an integer) goes that way too, which keeps every integer
+    exact."""
     if not _LONG_DIGITS.search(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
-    try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+    return validation.json_document(data, finite=False)
 
 
 def _dump(value: Any) -> str:
@@ -216,10 +208,9 @@ def _model(record: dict, token: ApiToken, index: int) -> None:
 
 
 def _time(value: Any, oldest: datetime, newest: datetime) -> datetime:
-    at = parse_datetime(value) if isinstance(value, str) else None
-    if at is None or at.tzinfo is None:
+    at = validation.moment(value)
+    if at is None:
         raise _Bad("must be an RFC 3339 time with a zone, e.g. 2025-01-02T03:04:05.123Z", "at")
-    at = at.astimezone(UTC)
     if at < oldest:
         raise _Bad(f"is older than the retention period ({oldest:%Y-%m-%dT%H:%M:%SZ})", "at")
     if at > newest:
@@ -413,9 +404,7 @@ def _insert(
         try:
             # Straight in, as long as no record is already there (a savepoint undoes it).
             with transaction.atomic(), connection.wrap_database_errors:
-                cursor.copy_expert(
-                    f'COPY "{table}" ({names}) FROM STDIN', io.StringIO(text), COPY_BLOCK
-                )
+                _copy(cursor, f'COPY "{table}" ({names}) FROM STDIN', text)
             return len(rows)
         except IntegrityError:
             pass
@@ -424,9 +413,7 @@ def _insert(
         copy_of = f'SELECT {names} FROM "{table}" WITH NO DATA'  # noqa: S608 - fixed names
         cursor.execute(f"CREATE TEMP TABLE ingest_rows ON COMMIT DROP AS {copy_of}")
         with connection.wrap_database_errors:  # as Django's execute does: DataError etc.
-            cursor.copy_expert(
-                f"COPY ingest_rows ({names}) FROM STDIN", io.StringIO(text), COPY_BLOCK
-            )
+            _copy(cursor, f"COPY ingest_rows ({names}) FROM STDIN", text)
         del text
         cursor.execute(
             f'INSERT INTO "{table}" ({names}) '  # noqa: S608 - fixed names
@@ -436,6 +423,13 @@ def _insert(
         # Gone now, not at commit: tests (and callers) may hold an outer transaction.
         cursor.execute("DROP TABLE ingest_rows")
     return inserted
+
+
+def _copy(cursor, statement: str, text: str) -> None:
+    """COPY ... FROM STDIN with psycopg 3, handing it `text` a block at a time."""
+    with cursor.copy(statement) as copy:
+        for start in range(0, len(text), COPY_BLOCK):
+            copy.write(text[start : start + COPY_BLOCK])
 
 
 def _insert_values(cursor, table: str, names: str, rows: list[tuple]) -> int:
