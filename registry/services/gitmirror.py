@@ -4,6 +4,10 @@ One commit per ready version (`models/<name>/<version>.yaml`), an annotated tag
 `<name>@v<version>.0.0` for the registration and `<name>#<environment>#<n>` for every
 promotion. The database is the source of truth: `sync` brings the repository up to date
 with it (idempotently, one writer at a time) and `rebuild` recreates it from scratch.
+
+With MODELGATE_GIT_REMOTE set, the history lives in that remote and every worker's
+repository is a cache of it (see gitremote): what is missing is read from the remote's
+history, not from the database's marks, which any worker may have written.
 """
 
 import fcntl
@@ -20,10 +24,12 @@ from git import Actor, Repo
 
 from registry.models import ModelVersion, Promotion
 
-from . import jobs
+from . import gitremote, jobs
 
 log = logging.getLogger(__name__)
 KIND = "sync_git"
+# Pushes rejected because another worker pushed first, before the job fails (and retries).
+PUSH_ATTEMPTS = 5
 COMMITTER = Actor("Modelgate", "modelgate@localhost")
 _BAD_REF = re.compile(r"(\.\.|@\{|[\x00-\x20\x7f~^:?*\[\\]|^[./]|/\.|\.lock$|\.$|//)")
 
@@ -52,15 +58,18 @@ def _locked_repo():
             repo = Repo(git_dir)
         else:
             repo = Repo.init(git_dir, initial_branch="main")
-            (git_dir / "README.md").write_text(
-                "# Modelgate registry history\n\nWritten by Modelgate; do not edit by hand.\n"
-            )
-            repo.git.add("--", "README.md")
-            repo.index.commit("Start the registry history", author=COMMITTER, committer=COMMITTER)
         try:
             yield repo
         finally:
             repo.close()
+
+
+def _start_history(repo: Repo) -> None:
+    (Path(repo.working_tree_dir) / "README.md").write_text(
+        "# Modelgate registry history\n\nWritten by Modelgate; do not edit by hand.\n"
+    )
+    repo.git.add("--", "README.md")
+    repo.index.commit("Start the registry history", author=COMMITTER, committer=COMMITTER)
 
 
 def version_document(version: ModelVersion) -> dict:
@@ -84,12 +93,22 @@ def version_document(version: ModelVersion) -> dict:
     }
 
 
-def _commit_version(repo: Repo, version: ModelVersion) -> str:
-    name, number = version.model.name, version.number
-    relative = f"models/{name}/{number}.yaml"
+def _document_path(name: str, number: int) -> str:
+    return f"models/{name}/{number}.yaml"
+
+
+def _registration_tag(name: str, number: int) -> str | None:
     tag = f"{name}@v{number}.0.0"
-    if valid_ref(tag) and tag in repo.tags:
-        return repo.tags[tag].commit.hexsha  # committed by a run that died before saving
+    return tag if valid_ref(tag) else None
+
+
+def _tag_registration(repo: Repo, tag: str, sha: str, name: str, number: int) -> None:
+    repo.create_tag(tag, ref=sha, message=f"Registering artifact {name} version v{number}.0.0")
+
+
+def _commit_document(repo: Repo, version: ModelVersion) -> str:
+    name, number = version.model.name, version.number
+    relative = _document_path(name, number)
     path = Path(repo.working_tree_dir) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(version_document(version), sort_keys=False))
@@ -106,73 +125,185 @@ def _commit_version(repo: Repo, version: ModelVersion) -> str:
         commit = repo.index.commit(
             f"Register {name} version {number}", author=author, committer=COMMITTER
         )
-        sha = commit.hexsha
-    else:
-        sha = repo.git.log("-1", "--format=%H", "--", relative)
-    if valid_ref(tag):
-        repo.create_tag(tag, ref=sha, message=f"Registering artifact {name} version v{number}.0.0")
+        return commit.hexsha
+    return repo.git.log("-1", "--format=%H", "--", relative)
+
+
+def _commit_version(repo: Repo, version: ModelVersion) -> str:
+    name, number = version.model.name, version.number
+    tag = _registration_tag(name, number)
+    if tag and tag in repo.tags:
+        return repo.tags[tag].commit.hexsha  # committed by a run that died before saving
+    sha = _commit_document(repo, version)
+    if tag:
+        _tag_registration(repo, tag, sha, name, number)
     else:
         log.warning("model name %r cannot be a git tag; committed without one", name)
     return sha
 
 
-def _tag_promotion(repo: Repo, promotion: Promotion) -> str:
+def _promotion_tag(promotion: Promotion) -> str | None:
     tag = f"{promotion.model.name}#{promotion.environment.name}#{promotion.sequence}"
-    if not valid_ref(tag):
-        log.warning("promotion tag %r is not a valid git ref; skipped", tag)
+    return tag if valid_ref(tag) else None
+
+
+def _create_promotion_tag(repo: Repo, promotion: Promotion, tag: str, sha: str) -> None:
+    repo.create_tag(
+        tag,
+        ref=sha,
+        message=(
+            f"Assigning stage {promotion.environment.name} to artifact {promotion.model.name} "
+            f"version v{promotion.version.number}.0.0"
+        ),
+    )
+
+
+def _tag_promotion(repo: Repo, promotion: Promotion) -> str:
+    tag = _promotion_tag(promotion)
+    if tag is None:
+        log.warning("promotion %s has no valid git tag name; skipped", promotion.pk)
         return "-"
     if tag not in repo.tags:
-        repo.create_tag(
-            tag,
-            ref=promotion.version.git_commit,
-            message=(
-                f"Assigning stage {promotion.environment.name} to artifact {promotion.model.name} "
-                f"version v{promotion.version.number}.0.0"
-            ),
-        )
+        _create_promotion_tag(repo, promotion, tag, promotion.version.git_commit)
     return tag
+
+
+def _in_history():
+    """The versions the history holds: GitOps tools read every committed version as
+    registered, so an unsafe one never enters (one quarantined later by a rescan stays,
+    as history)."""
+    return ModelVersion.objects.exclude(
+        state__in=[
+            ModelVersion.State.UPLOADING,
+            ModelVersion.State.PROCESSING,
+            ModelVersion.State.FAILED,
+            ModelVersion.State.QUARANTINED,
+        ]
+    )
 
 
 @jobs.handler(KIND)
 def sync(_ref_id: int = 0) -> dict[str, int]:
     """Commit every ready version and tag every promotion the repository lacks."""
-    done = {"versions": 0, "promotions": 0}
     with _locked_repo() as repo:
-        pending = (
-            ModelVersion.objects.filter(git_commit="")
-            .exclude(
-                state__in=[
-                    ModelVersion.State.UPLOADING,
-                    ModelVersion.State.PROCESSING,
-                    ModelVersion.State.FAILED,
-                    # GitOps tools read every committed version as registered: an unsafe
-                    # one never enters. One quarantined later by a rescan stays, as history.
-                    ModelVersion.State.QUARANTINED,
-                ]
-            )
-            .select_related("model", "created_by")
-            .order_by("id")
-        )
-        for version in pending:
-            sha = _commit_version(repo, version)
-            ModelVersion.objects.filter(pk=version.pk).update(git_commit=sha)
-            done["versions"] += 1
-        promotions = (
-            Promotion.objects.filter(state=Promotion.State.PROMOTED, git_tag="")
-            .exclude(version__git_commit="")
-            .select_related("model", "environment", "version")
-            .order_by("sequence", "id")
-        )
-        for promotion in promotions:
-            Promotion.objects.filter(pk=promotion.pk).update(
-                git_tag=_tag_promotion(repo, promotion)
-            )
-            done["promotions"] += 1
+        if settings.MODELGATE_GIT_REMOTE:
+            return _sync_with_remote(repo, settings.MODELGATE_GIT_REMOTE)
+        if not repo.head.is_valid():
+            _start_history(repo)
+        return _sync_local(repo)
+
+
+def _sync_local(repo: Repo) -> dict[str, int]:
+    """The only copy is this one, so the database's marks say what it holds."""
+    done = {"versions": 0, "promotions": 0}
+    pending = (
+        _in_history().filter(git_commit="").select_related("model", "created_by").order_by("id")
+    )
+    for version in pending:
+        sha = _commit_version(repo, version)
+        ModelVersion.objects.filter(pk=version.pk).update(git_commit=sha)
+        done["versions"] += 1
+    promotions = (
+        Promotion.objects.filter(state=Promotion.State.PROMOTED, git_tag="")
+        .exclude(version__git_commit="")
+        .select_related("model", "environment", "version")
+        .order_by("sequence", "id")
+    )
+    for promotion in promotions:
+        Promotion.objects.filter(pk=promotion.pk).update(git_tag=_tag_promotion(repo, promotion))
+        done["promotions"] += 1
     return done
 
 
+def _sync_with_remote(repo: Repo, url: str) -> dict[str, int]:
+    """Write on top of the remote's tip and push; when another worker pushed first, start
+    over from its tip. Nothing is saved to the database before the remote has it."""
+    remote = gitremote.Remote(repo, url)
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        tip = remote.fetch_and_reset()
+        if not repo.head.is_valid():
+            _start_history(repo)  # an empty remote: this push starts the one history
+        done, marks, tags = _add_missing(repo)
+        if remote.push(tip, tags):
+            for pk, sha in marks["versions"]:
+                ModelVersion.objects.filter(pk=pk).update(git_commit=sha)
+            for pk, tag in marks["promotions"]:
+                Promotion.objects.filter(pk=pk).update(git_tag=tag)
+            return done
+        log.warning(
+            "git mirror: push to %s rejected, another writer pushed first "
+            "(attempt %d of %d); fetching its history and writing again",
+            remote,
+            attempt,
+            PUSH_ATTEMPTS,
+        )
+    raise gitremote.RemoteError(f"git mirror: push to {remote} rejected {PUSH_ATTEMPTS} times")
+
+
+def _committed(repo: Repo) -> dict[str, str]:
+    """Each version document in the history -> the commit that added it."""
+    out = repo.git.log(
+        "--reverse", "-z", "--format=commit %H", "--name-only", "--diff-filter=A", "HEAD",
+        "--", "models/",
+    )  # fmt: skip
+    added, sha = {}, ""
+    for token in out.split("\0"):
+        token = token.lstrip("\n")
+        if token.startswith("commit "):
+            sha = token.removeprefix("commit ")
+        elif token:
+            added.setdefault(token, sha)
+    return added
+
+
+def _add_missing(repo: Repo) -> tuple[dict[str, int], dict[str, list], list[str]]:
+    """Commit and tag what the history (not the database) lacks; returns the counts, the
+    database marks to save once pushed, and the tags created."""
+    done = {"versions": 0, "promotions": 0}
+    marks: dict[str, list] = {"versions": [], "promotions": []}
+    committed = _committed(repo)
+    tags = set(repo.git.tag("--list").split())
+    created: list[str] = []
+    listed = _in_history().order_by("id").values_list("pk", "model__name", "number", "git_commit")
+    for pk, name, number, marked in listed:
+        sha = committed.get(_document_path(name, number))
+        if sha is None:
+            version = ModelVersion.objects.select_related("model", "created_by").get(pk=pk)
+            sha = committed[_document_path(name, number)] = _commit_document(repo, version)
+            done["versions"] += 1
+            if not _registration_tag(name, number):
+                log.warning("model name %r cannot be a git tag; committed without one", name)
+        tag = _registration_tag(name, number)
+        if tag and tag not in tags:
+            _tag_registration(repo, tag, sha, name, number)
+            created.append(tag)
+        if marked != sha:
+            marks["versions"].append((pk, sha))
+    promotions = (
+        Promotion.objects.filter(state=Promotion.State.PROMOTED)
+        .select_related("model", "environment", "version")
+        .order_by("sequence", "id")
+    )
+    for promotion in promotions:
+        sha = committed.get(_document_path(promotion.model.name, promotion.version.number))
+        if sha is None:
+            continue  # its version never entered the history
+        tag = _promotion_tag(promotion)
+        if tag and tag not in tags:
+            _create_promotion_tag(repo, promotion, tag, sha)
+            created.append(tag)
+            done["promotions"] += 1
+        if promotion.git_tag != (tag or "-"):
+            marks["promotions"].append((promotion.pk, tag or "-"))
+    return done, marks, created
+
+
 def rebuild() -> dict[str, int]:
-    """Recreate the repository from the database alone."""
+    """Recreate the repository from the database alone.
+
+    With a remote, its history is shared and never rewritten: the local cache is dropped,
+    read again from the remote, and whatever the database has that it lacks is added.
+    """
     git_dir = Path(settings.MODELGATE_GIT_DIR)
     with transaction.atomic():
         ModelVersion.objects.exclude(git_commit="").update(git_commit="")
