@@ -246,9 +246,9 @@ MODELGATE_STORAGE_URL = os.environ.get(
 MODELGATE_GIT_DIR = Path(os.environ.get("MODELGATE_GIT_DIR", VAR_DIR / "git")).resolve()
 # Where the Git mirror's one history lives when there are several workers (empty: only in
 # MODELGATE_GIT_DIR, which then must be a single worker's persistent disk). Set, the local
-# directory is a cache: workers fetch, commit on the remote's tip and push. Credentials go
-# in the URL (https://user:token@host/repo.git, never logged) or, for ssh remotes, in the
-# worker's GIT_SSH_COMMAND (e.g. "ssh -i /secrets/deploy_key -o IdentitiesOnly=yes").
+# directory is a cache: workers fetch, commit on the remote's tip (branch main) and push.
+# Credentials go in the URL (https://user:token@host/repo.git, never logged) or, for ssh
+# remotes, in the worker's GIT_SSH_COMMAND (e.g. "ssh -i /secrets/key -o IdentitiesOnly=yes").
 MODELGATE_GIT_REMOTE = os.environ.get("MODELGATE_GIT_REMOTE", "")
 MODELGATE_MAX_FILE_SIZE = int(os.environ.get("MODELGATE_MAX_FILE_SIZE", 64 * 1024**3))
 MODELGATE_MAX_FILES_PER_VERSION = int(os.environ.get("MODELGATE_MAX_FILES_PER_VERSION", 2000))

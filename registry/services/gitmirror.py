@@ -266,14 +266,14 @@ def _add_missing(repo: Repo) -> tuple[dict[str, int], dict[str, list], list[str]
     created: list[str] = []
     listed = _in_history().order_by("id").values_list("pk", "model__name", "number", "git_commit")
     for pk, name, number, marked in listed:
-        sha = committed.get(_document_path(name, number))
+        path, tag = _document_path(name, number), _registration_tag(name, number)
+        sha = committed.get(path)
         if sha is None:
             version = ModelVersion.objects.select_related("model", "created_by").get(pk=pk)
-            sha = committed[_document_path(name, number)] = _commit_document(repo, version)
+            sha = committed[path] = _commit_document(repo, version)
             done["versions"] += 1
-            if not _registration_tag(name, number):
+            if not tag:
                 log.warning("model name %r cannot be a git tag; committed without one", name)
-        tag = _registration_tag(name, number)
         if tag and tag not in tags:
             _tag_registration(repo, tag, sha, name, number)
             created.append(tag)
