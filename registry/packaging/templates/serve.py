@@ -15,15 +15,30 @@ background thread, through a bounded on-disk spool that keeps records while the 
 unreachable. Other settings: MODELGATE_ENVIRONMENT, MODELGATE_SPOOL_DIR,
 MODELGATE_SPOOL_MAX_RECORDS, MODELGATE_CAPTURE_BATCH, MODELGATE_CAPTURE_INTERVAL (seconds),
 MODELGATE_CAPTURE_RETRY_MAX (seconds).
+
+Serving: a fixed pool of MODELGATE_SERVE_THREADS worker threads (default 8) answers the
+connections, one request each (HTTP/1.0). Beyond them, up to MODELGATE_SERVE_BACKLOG accepted
+connections (default 64) wait in memory, and as many again in the kernel's listen backlog; past
+both, the kernel stops completing new connections and clients retry. Nothing is refused with a
+503: a request waits for a worker. Each request must arrive whole (headers and body) within
+MODELGATE_SERVE_TIMEOUT seconds (default 30) of a worker taking it, or its connection is closed:
+a client that sends nothing, or a byte at a time, cannot hold a worker longer than that.
+
+SIGTERM or SIGINT drains: the server stops accepting (connections the kernel already completed
+are still served), finishes every request in flight, then the capture thread sends what it holds,
+or leaves it in the spool for the next start. It exits 0, or 1 if requests were still unfinished
+after MODELGATE_SERVE_DRAIN_SECONDS (default 25, under Kubernetes' 30 s grace) from the signal.
 """
 
 import argparse
 import collections
 import hashlib
+import io
 import json
 import math
 import os
 import pickle
+import queue
 import random
 import re
 import signal
@@ -36,7 +51,7 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 try:
@@ -271,6 +286,30 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.busy = pc.Gauge(
+            "modelgate_serve_busy_workers",
+            "Worker threads handling a connection (this scrape's among them).",
+            registry=self.registry,
+        )
+        self.waiting = pc.Gauge(
+            "modelgate_serve_queued_connections",
+            "Accepted connections waiting for a worker.",
+            registry=self.registry,
+        )
+        self.timeouts = pc.Counter(
+            "modelgate_serve_timeouts",
+            "Connections closed because the request did not arrive in time.",
+            registry=self.registry,
+        )
+
+    def watch(self, server):
+        if self.registry is not None:
+            self.busy.set_function(lambda: server.busy)
+            self.waiting.set_function(server.connections.qsize)
+
+    def timed_out(self):
+        if self.registry is not None:
+            self.timeouts.inc()
 
     def observe(self, path, status, seconds):
         if self.registry is None:
@@ -427,6 +466,10 @@ class Capture:
         )
         self.pending = collections.deque()
         self.lock = threading.Lock()
+        # The spool is the capture thread's, but stop() spools from the main thread when that
+        # thread is stuck in a POST; this lock keeps the two from writing it at once.
+        self.spool_lock = threading.Lock()
+        self.deadline = None  # set by stop(): the last sends must end by then
         self.wake = threading.Event()
         self.stopping = False
         self.retry_at, self.delay = 0.0, 0.0
@@ -455,29 +498,40 @@ class Capture:
         while not self.stopping:
             self.wake.wait(self.interval)
             self.wake.clear()
-            try:
-                self.spool_pending()
-                self.send()
-            except Exception:  # never let the capture thread die: log and go on
-                traceback.print_exc()
+            self.flush()
+        # Stopping: whatever is in memory goes to disk, then one more try to send it all.
+        self.retry_at = 0.0
+        self.flush(self.deadline)
 
-    def stop(self, timeout=5.0):
-        """Spool what is still in memory (nothing captured is lost on a clean stop) and
-        try once more to send it."""
+    def flush(self, deadline=None):
+        try:
+            self.spool_pending()
+            self.send(deadline)
+        except Exception:  # never let the capture thread die: log and go on
+            traceback.print_exc()
+
+    def stop(self, deadline):
+        """Send what was captured, until `deadline` (a time.monotonic()): what is not sent by
+        then stays in the spool, for the next start. Called once no request is in flight."""
+        self.deadline = deadline
         self.stopping = True
         self.wake.set()
-        self.thread.join(timeout)
-        self.spool_pending()
-        self.retry_at = 0.0
-        self.send(deadline=time.monotonic() + timeout)
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.thread.is_alive():  # stuck in a POST: records still in memory go to disk
+            self.spool_pending()
+        left = len(self.pending) + self.spool.records
+        if left:
+            sys.stderr.write(f"capture: {left} records left in {self.spool.folder}\n")
 
     def spool_pending(self):
         with self.lock:
             taken = list(self.pending)
             self.pending.clear()
         records = [r for entry in taken for r in self.to_records(*entry)]
-        for start in range(0, len(records), self.batch):
-            self.metrics.drop("spool_full", self.spool.add(records[start : start + self.batch]))
+        with self.spool_lock:
+            for start in range(0, len(records), self.batch):
+                batch = records[start : start + self.batch]
+                self.metrics.drop("spool_full", self.spool.add(batch))
 
     def to_records(self, request_id, at, body, status, answer, latency_ms):
         base = {**IDENTITY, "at": at, "latency_ms": round(latency_ms, 3)}
@@ -514,25 +568,34 @@ class Capture:
 
     def send(self, deadline=None):
         while time.monotonic() >= self.retry_at:
-            if deadline is not None and time.monotonic() > deadline:
+            timeout = 30.0 if deadline is None else min(30.0, deadline - time.monotonic())
+            if timeout <= 0:
                 return
-            path, records = self.spool.oldest()
+            with self.spool_lock:
+                path, records = self.spool.oldest()
             if path is None:
                 return
-            status = self.post(records)
-            if status == 202:
-                self.spool.remove(path)
-                self.metrics.count_sent(len(records))
-                self.delay = 0.0
-            elif status in (400, 413):  # this batch will never be accepted: drop it
-                self.spool.remove(path)
-                self.metrics.drop("refused", len(records))
-            else:  # registry away, overloaded or misconfigured: keep it, retry later
-                self.delay = min(max(self.delay * 2, 0.5), self.retry_max)
-                self.retry_at = time.monotonic() + self.delay
-                return
+            status = self.post(records, timeout)
+            with self.spool_lock:
+                if not self.settle(path, records, status):
+                    return
 
-    def post(self, records):
+    def settle(self, path, records, status):
+        """Act on the registry's answer to one batch; False when it is time to back off."""
+        if status == 202:
+            self.spool.remove(path)
+            self.metrics.count_sent(len(records))
+            self.delay = 0.0
+        elif status in (400, 413):  # this batch will never be accepted: drop it
+            self.spool.remove(path)
+            self.metrics.drop("refused", len(records))
+        else:  # registry away, overloaded or misconfigured: keep it, retry later
+            self.delay = min(max(self.delay * 2, 0.5), self.retry_max)
+            self.retry_at = time.monotonic() + self.delay
+            return False
+        return True
+
+    def post(self, records, timeout):
         # The spool's lines as they are: parsing and encoding them again would only take
         # the GIL from the request threads.
         body = ('{"records":[' + ",".join(records) + "]}").encode()
@@ -546,7 +609,7 @@ class Capture:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 return response.status
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode("utf-8", "replace")
@@ -580,8 +643,43 @@ def to_json(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+class RequestReader(io.RawIOBase):
+    """The connection's bytes with one deadline for the whole request, not a timeout per
+    recv: a client sending a byte a second (slowloris) would keep resetting the latter."""
+
+    def __init__(self, sock, seconds):
+        self.sock, self.deadline, self.expired = sock, time.monotonic() + seconds, False
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        try:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            self.sock.settimeout(left)
+            return self.sock.recv_into(buffer)
+        except TimeoutError:  # BaseHTTPRequestHandler closes the connection on it
+            self.expired = True
+            raise
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "modelgate-serve/1"
+    timeout = 30.0  # seconds; main() sets it from MODELGATE_SERVE_TIMEOUT
+
+    def setup(self):
+        super().setup()  # the socket's timeout, which bounds each write of the answer
+        # Closed, or the socket would never really close (makefile() holds a reference).
+        self.rfile.close()
+        self.reader = RequestReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def finish(self):
+        if self.reader.expired:
+            self.server.metrics.timed_out()
+        super().finish()
 
     def do_GET(self):
         self.respond(b"")
@@ -614,6 +712,7 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc()
             answer = {"error": f"internal error ({type(exc).__name__})"}
             status, data = 500, json.dumps(answer).encode()
+        self.connection.settimeout(self.timeout)  # the reader left it at what remained
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -631,6 +730,68 @@ class Handler(BaseHTTPRequestHandler):
         """respond() logs each request once, with its id and duration."""
 
 
+class PooledHTTPServer(HTTPServer):
+    """An HTTPServer whose connections are answered by a fixed pool of threads, rather than
+    a new thread each (ThreadingHTTPServer), which has no bound under load."""
+
+    def __init__(self, address, threads, backlog):
+        self.request_queue_size = backlog  # listen()'s backlog, read by server_activate()
+        super().__init__(address, Handler)
+        # Bounded: once it is full, the accept loop waits for a worker, and new connections
+        # wait in the kernel's backlog rather than in this process's memory.
+        self.connections = queue.Queue(backlog)
+        self.busy, self.busy_lock = 0, threading.Lock()
+        self.workers = [
+            threading.Thread(target=self.work, name=f"modelgate-worker-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for worker in self.workers:
+            worker.start()
+
+    def process_request(self, request, client_address):
+        self.connections.put((request, client_address))
+
+    def work(self):
+        while (item := self.connections.get()) is not None:
+            with self.busy_lock:
+                self.busy += 1
+            try:
+                self.finish_request(*item)
+            except Exception:
+                self.handle_error(*item)
+            finally:
+                self.shutdown_request(item[0])
+                with self.busy_lock:
+                    self.busy -= 1
+
+    def drain(self, deadline):
+        """Once serve_forever() has returned: take the connections the kernel has already
+        completed (their clients are sending), stop listening, and let the workers finish
+        every request. Returns how many were left unfinished at `deadline` (a time.monotonic())."""
+        self.socket.setblocking(False)
+        try:
+            while True:
+                item = self.socket.accept()
+                try:
+                    self.connections.put(item, timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Full:
+                    self.shutdown_request(item[0])
+                    break
+        except BlockingIOError:  # none left
+            pass
+        self.server_close()
+        try:
+            for _ in self.workers:  # after every queued connection: the queue is FIFO
+                self.connections.put(None, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            pass
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self.connections.mutex:
+            queued = sum(item is not None for item in self.connections.queue)
+        return self.busy + queued
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Listening on every interface is what a container needs.
@@ -643,26 +804,49 @@ def main():
     load, predict = FRAMEWORKS[framework]
     check_files()  # before any file is loaded, or any framework imported
     model = load()  # before listening, so /health only answers once the model is ready
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    env = os.environ
+    Handler.timeout = float(env.get("MODELGATE_SERVE_TIMEOUT", "30"))
+    drain_seconds = float(env.get("MODELGATE_SERVE_DRAIN_SECONDS", "25"))
+    server = PooledHTTPServer(
+        (args.host, args.port),
+        threads=max(1, int(env.get("MODELGATE_SERVE_THREADS", "8"))),
+        backlog=max(1, int(env.get("MODELGATE_SERVE_BACKLOG", "64"))),
+    )
     server.model = (model, predict)
     server.metrics = Metrics()
+    server.metrics.watch(server)
     server.capture = None
-    url, token = os.environ.get("MODELGATE_URL"), os.environ.get("MODELGATE_INGEST_TOKEN")
+    url, token = env.get("MODELGATE_URL"), env.get("MODELGATE_INGEST_TOKEN")
     if url and token:
         server.capture = Capture(url, token, server.metrics, model).start()
         sys.stderr.write(
             f"capturing predictions to {url} (rate {server.capture.rate}, "
             f"spool {server.capture.spool.folder})\n"
         )
+    deadlines = []
+
+    def stop(signum, _frame):
+        if deadlines:  # already draining, against the first signal's deadline
+            return
+        deadlines.append(time.monotonic() + drain_seconds)
+        # shutdown() waits for serve_forever() to return, and that runs in this thread.
+        threading.Thread(target=server.shutdown, name="modelgate-shutdown").start()
+
     # As PID 1 in a container, SIGTERM is ignored unless handled: docker stop would hang.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     sys.stderr.write(f"serving {framework} model {IDENTITY} on {args.host}:{args.port}\n")
     try:
         server.serve_forever()
-    finally:
-        server.server_close()
+    finally:  # a signal, or the accept loop failed: drain either way
+        deadline = deadlines[0] if deadlines else time.monotonic() + drain_seconds
+        sys.stderr.write(f"draining: up to {deadline - time.monotonic():.1f}s\n")
+        unfinished = server.drain(deadline)
         if server.capture is not None:
-            server.capture.stop()
+            server.capture.stop(deadline)
+    if unfinished:
+        sys.exit(f"serve.py: {unfinished} connections unfinished after {drain_seconds}s")
+    sys.stderr.write("drained: every request answered\n")
 
 
 if __name__ == "__main__":
