@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    def __init__(self, fail_first: int = 0):
+    def __init__(self, fail_first: int = 0, status: int = 204):
         self.requests: list[dict] = []
         self.fail_first = fail_first
         receiver = self
@@ -22,7 +22,7 @@ class Receiver:
                     }
                 )
                 failing = len(receiver.requests) <= receiver.fail_first
-                self.send_response(503 if failing else 204)
+                self.send_response(503 if failing else status)
                 self.end_headers()
 
             def log_message(self, *args):

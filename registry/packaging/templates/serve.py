@@ -495,11 +495,14 @@ class Capture:
             self.wake.set()
 
     def run(self):
-        while not self.stopping:
+        while True:
             self.wake.wait(self.interval)
             self.wake.clear()
+            if self.stopping:
+                break
             self.flush()
-        # Stopping: whatever is in memory goes to disk, then one more try to send it all.
+        # Stopping: what is in memory goes to disk, then one more try (backoff or not) to send
+        # it all, each POST cut short at the deadline.
         self.retry_at = 0.0
         self.flush(self.deadline)
 
@@ -519,7 +522,8 @@ class Capture:
         self.thread.join(max(0.0, deadline - time.monotonic()))
         if self.thread.is_alive():  # stuck in a POST: records still in memory go to disk
             self.spool_pending()
-        left = len(self.pending) + self.spool.records
+        with self.spool_lock:
+            left = len(self.pending) + self.spool.records
         if left:
             sys.stderr.write(f"capture: {left} records left in {self.spool.folder}\n")
 
@@ -749,6 +753,7 @@ class PooledHTTPServer(HTTPServer):
             worker.start()
 
     def process_request(self, request, client_address):
+        # Blocks while the queue is full; a shutdown() then waits for a worker to free a slot.
         self.connections.put((request, client_address))
 
     def work(self):
@@ -806,6 +811,8 @@ def main():
     model = load()  # before listening, so /health only answers once the model is ready
     env = os.environ
     Handler.timeout = float(env.get("MODELGATE_SERVE_TIMEOUT", "30"))
+    if not Handler.timeout > 0:  # 0 would make the sockets non-blocking, not unbounded
+        sys.exit("serve.py: MODELGATE_SERVE_TIMEOUT must be a number of seconds above 0")
     drain_seconds = float(env.get("MODELGATE_SERVE_DRAIN_SECONDS", "25"))
     server = PooledHTTPServer(
         (args.host, args.port),
@@ -845,7 +852,7 @@ def main():
         if server.capture is not None:
             server.capture.stop(deadline)
     if unfinished:
-        sys.exit(f"serve.py: {unfinished} connections unfinished after {drain_seconds}s")
+        sys.exit(f"serve.py: drained for {drain_seconds}s, connections unfinished: {unfinished}")
     sys.stderr.write("drained: every request answered\n")
 
 
