@@ -349,8 +349,12 @@ MODELGATE_STORAGE_REDIRECT_SECONDS = int(os.environ.get("MODELGATE_STORAGE_REDIR
 # --- The registry watched too: GET /metrics (issue 8; registry/observability.py) ----------
 # With a token set, /metrics answers only `Authorization: Bearer <token>` (or a signed-in
 # administrator); without one, only loopback and administrators. Set PROMETHEUS_MULTIPROC_DIR
-# (an empty directory per start) to sum request metrics over gunicorn's workers.
+# (config/gunicorn.conf.py empties it at every start) to sum request metrics over gunicorn's
+# workers.
 MODELGATE_METRICS_TOKEN = os.environ.get("MODELGATE_METRICS_TOKEN", "").strip()
+# Off (django-prometheus' default, kept on purpose): its migration gauges are per process
+# ("all" mode), so every worker that ever ran would stay in the scrape as a pid of its own.
+PROMETHEUS_EXPORT_MIGRATIONS = False
 
 # --- Monitoring: windows, drift, monitors and alerts (issue 8, slice 2) ----------------
 # A beat task rolls prediction records into windows of MODELGATE_MONITOR_WINDOW_SECONDS per

@@ -112,12 +112,19 @@ class Supervisor:
             ],
         }
 
+    def environment(self, name: str) -> dict[str, str]:
+        env = dict(os.environ)
+        if name == "web":  # gunicorn's workers sum /metrics there (gunicorn.conf.py empties it)
+            env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(self.var / "prometheus"))
+        return env
+
     def start(self) -> None:
         me = os.getpid()
         for name, cmd in self.commands().items():
             self.children[name] = subprocess.Popen(
                 cmd,
                 cwd=ROOT,
+                env=self.environment(name),
                 stdin=subprocess.DEVNULL,
                 process_group=0,  # a group of its own: signals come from us, not the tty
                 preexec_fn=_child_setup(me),

@@ -103,6 +103,7 @@ def local_env(
         value = value.replace("redis://redis:6379", redis_url.rsplit("/", 1)[0])
         value = value.replace("/run/secrets/master_key", str(key_file))
         value = value.replace("/data", str(data))
+        value = value.replace("/tmp/", f"{data}/tmp/")  # each container has a /tmp of its own
         env[name] = value
     env["DATABASE_URL"] = database_url()
     env["MODELGATE_STORAGE_URL"] = env["MODELGATE_STORAGE_URL"].replace(
