@@ -149,7 +149,9 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 MEDIA_URL = "/media/"
 MEDIA_ROOT = VAR_DIR / "media"
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
+# An image collects static files at build time: MODELGATE_STATIC_ROOT keeps them out of
+# MODELGATE_VAR_DIR, which deployments mount a volume over.
+STATIC_ROOT = Path(os.environ.get("MODELGATE_STATIC_ROOT", VAR_DIR / "static")).resolve()
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing one
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

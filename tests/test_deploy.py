@@ -9,7 +9,8 @@ value is written into a file.
 import re
 import shutil
 import subprocess
-from pathlib import Path
+import tomllib
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -18,13 +19,18 @@ from django.urls import resolve
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 SETTINGS = (ROOT / "config" / "settings.py").read_text()
-# Read by libraries rather than by name in settings.py: boto3, and dj-database-url.
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+# Read by libraries rather than by name in settings.py: boto3, dj-database-url,
+# prometheus_client, and Python, git and gunicorn themselves.
 LIBRARY_ENV = {
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
     "DATABASE_URL",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "PYTHONDONTWRITEBYTECODE",
+    "HOME",
 }
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|_KEY$|^DATABASE_URL$)")
 
@@ -175,3 +181,161 @@ def test_no_plaintext_secrets_and_only_real_settings():
 @pytest.mark.parametrize("path", ["Dockerfile", "deploy/nginx.conf"])
 def test_referenced_files_exist(path):
     assert (ROOT / path).is_file()
+
+
+# --- pods that survive: confined, read-only, versioned, sharing nothing on disk ---------
+
+
+def workloads() -> dict[str, dict]:
+    return {**of_kind("Deployment"), **of_kind("Job"), **of_kind("CronJob")}
+
+
+def containers(spec: dict) -> list[dict]:
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def environment(container: dict) -> dict[str, str]:
+    """What the container's processes see: envFrom in order, then env (later ones win)."""
+    sources = {"configMapRef": of_kind("ConfigMap"), "secretRef": of_kind("Secret")}
+    env: dict[str, str] = {}
+    for ref in container.get("envFrom", []):
+        ((kind, target),) = ref.items()
+        document = sources[kind][target["name"]]
+        env.update({**document.get("data", {}), **document.get("stringData", {})})
+    env.update({v["name"]: v["value"] for v in container.get("env", []) if "value" in v})
+    return env
+
+
+def mount_of(path: str, container: dict) -> dict | None:
+    """The volume mount a path is on (the deepest one), or None: the root filesystem."""
+    on = [
+        m
+        for m in container.get("volumeMounts", [])
+        if PurePosixPath(path).is_relative_to(m["mountPath"])
+    ]
+    return max(on, key=lambda m: len(m["mountPath"]), default=None)
+
+
+def written_paths(container: dict, env: dict[str, str]) -> set[str]:
+    """Everything the container's processes write to (besides /dev/shm)."""
+    paths = {"/tmp", env["MODELGATE_VAR_DIR"], env["MODELGATE_GIT_DIR"], env["HOME"]}
+    if "PROMETHEUS_MULTIPROC_DIR" in env:
+        paths.add(env["PROMETHEUS_MULTIPROC_DIR"])
+    command = container["command"]
+    for flag in ("--schedule", "--logfile", "--pidfile", "--statedb"):  # celery's own files
+        if flag in command:
+            paths.add(str(PurePosixPath(command[command.index(flag) + 1]).parent))
+    return paths
+
+
+def test_every_pod_runs_confined_on_a_read_only_root():
+    for name, workload in workloads().items():
+        spec = pod_spec(workload)
+        pod = spec["securityContext"]
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
+        for container in containers(spec):
+            context = container.get("securityContext", {})
+            where = f"{name}/{container['name']}"
+            assert context.get("readOnlyRootFilesystem") is True, where
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+
+
+def test_every_path_a_process_writes_is_a_volume_of_its_pod():
+    for name, workload in workloads().items():
+        spec = pod_spec(workload)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for container in containers(spec):
+            where = f"{name}/{container['name']}"
+            env = environment(container)
+            assert env["PYTHONDONTWRITEBYTECODE"] == "1", where
+            for path in sorted(written_paths(container, env)):
+                mount = mount_of(path, container)
+                assert mount is not None, f"{where} writes {path} on its read-only root"
+                assert not mount.get("readOnly"), f"{where}: {path} is mounted read-only"
+                assert "emptyDir" in volumes[mount["name"]], f"{where}: {path} is not scratch"
+            # The static files are baked into the image; a volume over them would hide them.
+            static = env["MODELGATE_STATIC_ROOT"]
+            assert mount_of(static, container) is None, f"{where}: a volume hides {static}"
+            assert not PurePosixPath(static).is_relative_to(env["MODELGATE_VAR_DIR"]), where
+
+
+def test_only_gunicorn_sums_metrics_in_a_directory_of_its_own():
+    configmap = of_kind("ConfigMap")["modelgate"]["data"]
+    assert "PROMETHEUS_MULTIPROC_DIR" not in configmap  # Celery's processes serve no /metrics
+    for name, workload in workloads().items():
+        spec = pod_spec(workload)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for container in containers(spec):
+            env = environment(container)
+            if container["command"][0] != "gunicorn":
+                assert "PROMETHEUS_MULTIPROC_DIR" not in env, name
+                continue
+            directory = env["PROMETHEUS_MULTIPROC_DIR"]
+            mount = mount_of(directory, container)
+            assert mount["mountPath"] == directory, name  # emptied per pod, never shared
+            assert volumes[mount["name"]]["emptyDir"].get("medium") == "Memory", name
+
+
+def image_tag(image: str) -> str | None:
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else None
+
+
+def test_images_are_tagged_with_the_project_version():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    retagged = {i["name"]: i for i in kustomization["images"]}
+    assert retagged["modelgate"]["newTag"] == VERSION
+    for name, workload in workloads().items():
+        for container in containers(pod_spec(workload)):
+            image = container["image"]
+            assert image in retagged or image_tag(image) not in (None, "latest"), (name, image)
+    if shutil.which("kubectl"):
+        result = subprocess.run(
+            ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        built = [d for d in yaml.safe_load_all(result.stdout) if d]
+        images = {
+            c["image"]
+            for d in built
+            if d["kind"] in ("Deployment", "Job", "CronJob")
+            for c in containers(pod_spec(d))
+        }
+        assert images == {f"{retagged['modelgate']['newName']}:{VERSION}"}
+
+    document = compose()
+    assert document["x-modelgate"]["image"] == f"modelgate:{VERSION}"
+    for name, service in document["services"].items():
+        assert image_tag(service["image"]) not in (None, "latest"), name
+    texts = [*K8S.glob("*.yaml"), ROOT / "docker-compose.yml"]
+    texts += (ROOT / "registry" / "packaging" / "templates").glob("*.yaml")
+    for path in texts:
+        assert ":latest" not in path.read_text(), path
+
+
+def test_workers_share_nothing_on_disk_and_push_the_git_mirror():
+    from urllib.parse import urlsplit
+
+    configmap = of_kind("ConfigMap")["modelgate"]["data"]
+    remote = urlsplit(configmap["MODELGATE_GIT_REMOTE"])
+    assert remote.scheme in ("https", "ssh") and remote.hostname, remote
+    assert remote.password is None  # a token makes the URL a Secret's value
+    assert "PersistentVolumeClaim" not in {d["kind"] for d in manifests()}
+    workers = 0
+    for name, workload in workloads().items():
+        spec = pod_spec(workload)
+        for volume in spec["volumes"]:
+            assert {"emptyDir", "secret", "configMap"} & volume.keys(), (name, volume)
+        for container in containers(spec):
+            if container["command"][:4] != ["celery", "-A", "workers.celery", "worker"]:
+                continue
+            workers += 1
+            env = environment(container)
+            assert env["MODELGATE_GIT_REMOTE"] == configmap["MODELGATE_GIT_REMOTE"], name
+            git_dir = mount_of(env["MODELGATE_GIT_DIR"], container)
+            volume = next(v for v in spec["volumes"] if v["name"] == git_dir["name"])
+            assert "emptyDir" in volume, name  # a cache of the remote, gone with the pod
+    assert workers == 2  # the short-job and the processing workers
