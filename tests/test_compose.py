@@ -100,10 +100,11 @@ def local_env(
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     for name, value in service["environment"].items():
         value = str(value)
+        if value.startswith("/tmp/"):  # each container has a /tmp of its own
+            value = f"{data}{value}"
         value = value.replace("redis://redis:6379", redis_url.rsplit("/", 1)[0])
         value = value.replace("/run/secrets/master_key", str(key_file))
         value = value.replace("/data", str(data))
-        value = value.replace("/tmp/", f"{data}/tmp/")  # each container has a /tmp of its own
         env[name] = value
     env["DATABASE_URL"] = database_url()
     env["MODELGATE_STORAGE_URL"] = env["MODELGATE_STORAGE_URL"].replace(
