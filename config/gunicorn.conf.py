@@ -20,6 +20,9 @@ from pathlib import Path
 worker_class = "gthread"
 threads = 4
 timeout = 600  # a multi-GiB chunk on a slow link is one long request
+# gunicorn 27's control socket (gunicornc) lives at one path per user ($HOME/.gunicorn):
+# several servers on a host would take it from each other, and nothing here uses it.
+control_socket_disable = True
 
 
 def _multiproc_dir() -> str:
