@@ -263,6 +263,10 @@ class Environment(models.Model):
     # Pickle globals ("module.name") this environment accepts beyond the scanner's own
     # allow-list: a version whose only findings are these passes its scan gate here.
     allowed_globals = models.JSONField(default=list, blank=True)
+    # The serving side's identity: traffic counts as `healthy_in` evidence here only from
+    # ingest tokens bound to this environment and held by an admin or a member of this
+    # group (never by the version's own creator).
+    deploy_group = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -460,6 +464,7 @@ class PredictionRecord(models.Model):
     latency_ms = models.FloatField(null=True)
     error = models.TextField(blank=True)
     received_at = models.DateTimeField(default=timezone.now)
+    token_id = models.BigIntegerField(null=True)  # the ingest token that wrote it (no FK)
 
     class Meta:
         constraints = [
@@ -523,6 +528,8 @@ class MonitoringWindow(models.Model):
     drift = models.JSONField(default=dict)
     live_metrics = models.JSONField(default=dict)
     labelled = models.PositiveIntegerField(default=0)
+    # {ingest token id: [requests, errors]}: who vouches for this traffic (healthy_in gate).
+    sources = models.JSONField(default=dict)
     computed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -4,6 +4,7 @@ staging, with few errors and no firing alerts — and the review page says why n
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -32,7 +33,9 @@ def _window(settings):
 
 @pytest.fixture
 def environments(db):
-    Environment.objects.create(name="staging", required_approvals=0, gates=[])
+    Environment.objects.create(
+        name="staging", required_approvals=0, gates=[], deploy_group="staging-deployers"
+    )
     return Environment.objects.create(
         name="production", required_approvals=1, reviewer_group="reviewers", gates=[GATE]
     )
@@ -84,14 +87,24 @@ def healthy_in(promotion: dict) -> dict:
     return next(g for g in promotion["gates"] if g["type"] == "healthy_in")
 
 
+def deployer(model: str, username: str = "serving-bot"):
+    """A member of staging's deploy group (contributors write; the group vouches) and an
+    ingest client with its token bound to staging."""
+    user = User.objects.create_user(username)
+    for name in ("contributors", "staging-deployers"):
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
+    token, secret = create_token(user, "s", ["ingest"], model=model, environment="staging")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return token, client
+
+
 def test_healthy_in_blocks_production_until_staging_traffic_is_healthy(
     alice, alice_api, bob, model, environments
 ):
     old, candidate = ready(alice_api, model), ready(alice_api, model)
-    client = APIClient()
-    client.credentials(
-        HTTP_AUTHORIZATION=f"Bearer {create_token(alice, 's', ['ingest'], model=model)[1]}"
-    )
+    token, client = deployer(model)
+    by = f", reported by ingest tokens #{token.pk} 's' (serving-bot)"
     # Another version's traffic does not count for the candidate.
     serve(client, old, past_window(9), 2000, prefix="old")
 
@@ -108,7 +121,7 @@ def test_healthy_in_blocks_production_until_staging_traffic_is_healthy(
     second = ask(alice_api, candidate)
     assert second["state"] == "blocked"
     assert healthy_in(second)["detail"] == (
-        "served 300 of 500 requests in staging; error rate 0.00% (max 1.00%); no alerts firing"
+        f"served 300 of 500 requests in staging{by}; error rate 0.00% (max 1.00%); no alerts firing"
     )
 
     # Enough requests, too many errors.
@@ -117,7 +130,7 @@ def test_healthy_in_blocks_production_until_staging_traffic_is_healthy(
     third = ask(alice_api, candidate)
     assert third["state"] == "blocked"
     assert (
-        "served 600 of 500 requests in staging; error rate 1.50% (max 1.00%)"
+        f"served 600 of 500 requests in staging{by}; error rate 1.50% (max 1.00%)"
         in (healthy_in(third)["detail"])
     )
 
@@ -136,7 +149,7 @@ def test_healthy_in_blocks_production_until_staging_traffic_is_healthy(
     assert fourth["state"] == "blocked"
     detail = healthy_in(fourth)["detail"]
     assert detail == (
-        "served 1200 of 500 requests in staging; error rate 0.75% (max 1.00%); "
+        f"served 1200 of 500 requests in staging{by}; error rate 0.75% (max 1.00%); "
         "1 alert firing: latency_ms.p95 > 200 (value 350)"
     )
 
@@ -157,8 +170,10 @@ def test_healthy_in_blocks_production_until_staging_traffic_is_healthy(
     assert fifth["state"] == "pending", fifth["status_reason"]
     assert healthy_in(fifth)["passed"]
     assert healthy_in(fifth)["detail"] == (
-        "served 1800 of 500 requests in staging; error rate 0.50% (max 1.00%); no alerts firing"
+        f"served 1800 of 500 requests in staging{by}; error rate 0.50% (max 1.00%); "
+        "no alerts firing"
     )
+    assert healthy_in(fifth)["tokens"] == [{"id": token.pk, "name": "s", "user": "serving-bot"}]
 
     # Approved, but the gate is checked again right before the alias moves: an alert
     # that fired since blocks the execution.
@@ -189,3 +204,49 @@ def test_a_bad_healthy_in_gate_gets_400(admin_api, environments, gate):
     assert response.status_code == 400, response.content
     assert "gates[0]" in response.json()["error"]["message"]
     assert Environment.objects.get(name="production").gates == [GATE]
+
+
+def test_traffic_the_requester_could_make_up_is_not_evidence(
+    alice, alice_api, admin_user, model, environments
+):
+    """A contributor mints ingest tokens for their own version and posts staging traffic
+    for a version that never ran there: none of it counts, and the gate says so."""
+    candidate = ready(alice_api, model)
+    attacks = [
+        create_token(alice, "own", ["ingest"], model=model, environment="staging"),  # creator
+        create_token(alice, "unbound", ["ingest"], model=model),  # no environment
+        create_token(admin_user, "elsewhere", ["ingest"], model=model, environment="dev"),
+    ]
+    _, bystander = deployer(model, "contractor")
+    Group.objects.get(name="staging-deployers").user_set.remove(
+        User.objects.get(username="contractor")
+    )
+    for index, (_, secret) in enumerate(attacks):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        env = "dev" if index == 2 else "staging"
+        records = [
+            {"version": candidate, "environment": env, "request_id": f"x{index}-{i}",
+             "at": (past_window(3) + timedelta(seconds=i / 20)).isoformat(),
+             "inputs": {"x": 0.5}, "outputs": {"prediction": 1}, "latency_ms": 1.0}
+            for i in range(600)
+        ]  # fmt: skip
+        posted = client.post("/api/v1/monitoring/predictions/", {"records": records}, format="json")
+        assert posted.status_code == 202, posted.content
+    serve(bystander, candidate, past_window(2), 600, prefix="not-a-deployer")
+    aggregation.aggregate()
+    gate = healthy_in(ask(alice_api, candidate))
+    assert not gate["passed"] and gate["tokens"] == []
+    assert gate["detail"].startswith(
+        "served 0 of 500 requests in staging; 1800 requests not counted: their ingest tokens "
+        "are not bound to staging by an admin or its deploy group"
+    ), gate["detail"]
+
+    # The deployer's traffic counts; revoking its token withdraws the evidence.
+    token, client = deployer(model)
+    serve(client, candidate, past_window(1), 600, prefix="real")
+    aggregation.aggregate()
+    assert healthy_in(ask(alice_api, candidate))["passed"]
+    token.revoked_at = timezone.now()
+    token.save()
+    assert not healthy_in(ask(alice_api, candidate))["passed"]

@@ -456,6 +456,9 @@ class EnvironmentSerializer(serializers.Serializer):
     allow_self_approval = serializers.BooleanField()
     gates = serializers.ListField(child=serializers.DictField())
     allowed_globals = serializers.ListField(child=serializers.CharField())
+    deploy_group = serializers.CharField(
+        help_text="Members' ingest tokens bound here vouch for healthy_in evidence."
+    )
 
 
 class EnvironmentWriteSerializer(serializers.Serializer):
@@ -466,12 +469,18 @@ class EnvironmentWriteSerializer(serializers.Serializer):
     allow_self_approval = serializers.BooleanField(required=False)
     gates = GateSerializer(many=True, required=False)
     allowed_globals = serializers.ListField(child=serializers.CharField(), required=False)
+    deploy_group = serializers.CharField(required=False, allow_blank=True)
 
 
 class GateResultSerializer(serializers.Serializer):
     type = serializers.CharField()
     passed = serializers.BooleanField()
     detail = serializers.CharField()
+    tokens = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="healthy_in: the ingest tokens whose traffic was counted as evidence.",
+    )
 
 
 class ReviewSerializer(serializers.Serializer):

@@ -236,9 +236,24 @@ def _healthy_in(version, gate, live):
 
     environment = gate["environment"]
     wanted = gate.get("min_requests", 0)
-    served = query.traffic(version, environment)
+    where = Environment.objects.filter(name=environment).first()
+    served = (
+        query.vouched_traffic(version, where)
+        if where is not None
+        else {"requests": 0, "errors": 0, "tokens": [], "uncounted_requests": 0}
+    )
     requests, errors = served["requests"], served["errors"]
-    problems, evidence = [], [f"served {requests} of {wanted} requests in {environment}"]
+    vouchers = ", ".join(f"#{t['id']} '{t['name']}' ({t['user']})" for t in served["tokens"])
+    problems = []
+    evidence = [
+        f"served {requests} of {wanted} requests in {environment}"
+        + (f", reported by ingest tokens {vouchers}" if vouchers else "")
+    ]
+    if served["uncounted_requests"]:
+        evidence.append(
+            f"{served['uncounted_requests']} requests not counted: their ingest tokens are not "
+            f"bound to {environment} by an admin or its deploy group"
+        )
     if requests < wanted:
         problems.append("too little traffic")
     rate = errors / requests if requests else None
@@ -263,7 +278,7 @@ def _healthy_in(version, gate, live):
         else:
             evidence.append("no alerts firing")
     result = _result(gate, not problems, "; ".join(evidence))
-    result.update(requests=requests, errors=errors, error_rate=rate)
+    result.update(requests=requests, errors=errors, error_rate=rate, tokens=served["tokens"])
     return result
 
 

@@ -49,6 +49,7 @@ ENV_FIELDS = {
     "allow_self_approval",
     "gates",
     "allowed_globals",
+    "deploy_group",
 }
 
 
@@ -74,6 +75,8 @@ def _clean_policy(data: dict) -> dict:
         clean["gates"] = gates.validate_gates(data["gates"])
     if "allowed_globals" in data:
         clean["allowed_globals"] = gates.validate_allowed_globals(data["allowed_globals"])
+    if "deploy_group" in data:
+        clean["deploy_group"] = validation.text(data["deploy_group"], "deploy_group", 150)
     return clean
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from registry.models import ModelVersion, MonitoringWindow, PredictionFeedback, PredictionRecord
@@ -350,6 +350,17 @@ def compute_window(version: ModelVersion, environment: str, start: datetime, end
         predictions = _unbinned_predictions(version, environment, start, end, stats)
     metrics, labelled = live_metrics(_labelled(version, environment, start, end))
     p50, p95, p99 = stats["latency"]
+    sources = (
+        PredictionRecord.objects.filter(
+            model_id=version.model_id,
+            version_number=version.number,
+            environment=environment,
+            at__gte=start,
+            at__lt=end,
+        )
+        .values("token_id")
+        .annotate(requests=Count("request_id"), errors=Count("request_id", filter=~Q(error="")))
+    )
     return {
         "model_id": version.model_id,
         "end": end,
@@ -362,6 +373,7 @@ def compute_window(version: ModelVersion, environment: str, start: datetime, end
         "drift": features,
         "live_metrics": metrics,
         "labelled": labelled,
+        "sources": {str(s["token_id"]): [s["requests"], s["errors"]] for s in sources},
     }
 
 

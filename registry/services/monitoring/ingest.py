@@ -478,7 +478,7 @@ def ingest_predictions(token: ApiToken, payload: Any) -> dict[str, int]:
                 {"index": index, "field": "version"},
             )
     partitions.ensure({at.date() for at in {row[3] for row in rows}})
-    fixed = {"model_id": token.model_id, "received_at": now}
+    fixed = {"model_id": token.model_id, "received_at": now, "token_id": token.pk}
     with _refused(), transaction.atomic():
         table = Record._meta.db_table
         accepted = _insert(table, _PREDICTION_COLUMNS, rows, fixed, _prediction_lines())

@@ -3,10 +3,10 @@ beside its baseline, an environment's overview, firing alerts and their history.
 
 from datetime import datetime, timedelta
 
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from registry.models import Alert, Alias, ModelVersion, MonitoringWindow
+from registry.models import Alert, Alias, ApiToken, Environment, ModelVersion, MonitoringWindow
 
 from . import drift
 from .monitors import LIVE_METRICS
@@ -94,12 +94,49 @@ def version_monitoring(
     }
 
 
-def traffic(version: ModelVersion, environment: str) -> dict[str, int]:
-    """Everything the version has served in an environment (its aggregated windows)."""
-    totals = MonitoringWindow.objects.filter(version=version, environment=environment).aggregate(
-        requests=Sum("requests"), errors=Sum("errors")
-    )
-    return {"requests": totals["requests"] or 0, "errors": totals["errors"] or 0}
+def vouched_traffic(version: ModelVersion, environment: Environment) -> dict:
+    """What the version served in `environment`, split by whether its ingest token may
+    vouch for it: a token bound to that environment, not revoked, held by an admin or a
+    member of the environment's deploy group, and not by the version's own creator. Anyone
+    else could post made-up traffic for a version that never ran there."""
+    per_token: dict[str, list[int]] = {}
+    windows = MonitoringWindow.objects.filter(version=version, environment=environment.name)
+    for sources in windows.values_list("sources", flat=True):
+        for token_id, (requests, errors) in sources.items():
+            counted = per_token.setdefault(token_id, [0, 0])
+            counted[0] += requests
+            counted[1] += errors
+    ids = [int(t) for t in per_token if t.isdigit()]
+    tokens = ApiToken.objects.filter(pk__in=ids).select_related("user")
+    vouching = {str(t.pk): t for t in tokens if _may_vouch(t, version, environment)}
+    counted, uncounted = [0, 0], 0
+    for token_id, (requests, errors) in per_token.items():
+        if token_id in vouching:
+            counted[0] += requests
+            counted[1] += errors
+        else:
+            uncounted += requests
+    return {
+        "requests": counted[0],
+        "errors": counted[1],
+        "tokens": [
+            {"id": t.pk, "name": t.name, "user": t.user.username}
+            for t in sorted(vouching.values(), key=lambda t: t.pk)
+        ],
+        "uncounted_requests": uncounted,
+    }
+
+
+def _may_vouch(token: ApiToken, version: ModelVersion, environment: Environment) -> bool:
+    user = token.user
+    if token.environment != environment.name or token.revoked_at is not None:
+        return False
+    if not user.is_active or user.pk == version.created_by_id:
+        return False
+    if user.is_staff or user.is_superuser:
+        return True
+    group = environment.deploy_group
+    return bool(group) and user.groups.filter(name=group).exists()
 
 
 def firing_alerts(*, model: str | None = None, environment: str | None = None) -> QuerySet:
