@@ -254,6 +254,9 @@ MODELGATE_GIT_DIR = Path(os.environ.get("MODELGATE_GIT_DIR", VAR_DIR / "git")).r
 MODELGATE_GIT_REMOTE = os.environ.get("MODELGATE_GIT_REMOTE", "")
 MODELGATE_MAX_FILE_SIZE = int(os.environ.get("MODELGATE_MAX_FILE_SIZE", 64 * 1024**3))
 MODELGATE_MAX_FILES_PER_VERSION = int(os.environ.get("MODELGATE_MAX_FILES_PER_VERSION", 2000))
+# A version's description, metrics, params, tags and lineage together, as stored JSON; more
+# gets 413 (each field's own limits would still let megabytes through).
+MODELGATE_MAX_METADATA_BYTES = int(os.environ.get("MODELGATE_MAX_METADATA_BYTES", 256 * 1024))
 MODELGATE_TOKEN_MAX_DAYS = int(os.environ.get("MODELGATE_TOKEN_MAX_DAYS", 365))
 # Jobs: a running job's lease (renewed while it works), retries, and when the reconciler
 # re-sends a job whose message never reached a worker.

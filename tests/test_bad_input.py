@@ -177,3 +177,25 @@ def test_a_nul_in_a_query_parameter_is_a_400(admin_client):
         assert response.status_code in (200, 400), (url, response.status_code)
         if response.status_code == 400:
             assert "NUL" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_megabytes_of_params_are_a_413_and_nothing_is_stored(admin_client, settings):
+    """Each param within its own limit, 4.5 MB together: refused whole."""
+    params = {f"p{i}": "x" * 4500 for i in range(1000)}
+    files = [{"path": "m.bin", "size": 1, "sha256": "0" * 64}]
+    response = admin_client.post(
+        "/api/v1/models/fraud/versions/", {"params": params, "files": files}, format="json"
+    )
+    assert response.status_code == 413, response.content[:300]
+    assert "MODELGATE_MAX_METADATA_BYTES" in response.json()["error"]["message"]
+    assert not RegisteredModel.objects.get(name="fraud").versions.exists()
+
+    settings.MODELGATE_MAX_METADATA_BYTES = 2000
+    small = {"params": {"a": "1"}, "files": files}
+    created = admin_client.post("/api/v1/models/fraud/versions/", small, format="json")
+    assert created.status_code == 201, created.content
+    url = f"/api/v1/models/fraud/versions/{created.json()['version']}/"
+    grown = admin_client.patch(url, {"tags": {"big": "y" * 3000}}, format="json")
+    assert grown.status_code == 413
+    assert admin_client.get(url).json()["tags"] == {}

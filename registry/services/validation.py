@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from registry.errors import InvalidInput, TooLarge
@@ -166,6 +167,24 @@ def lineage(value: Any) -> dict[str, Any]:
         elif not isinstance(item, str) or len(item) > MAX_VALUE:
             raise InvalidInput(f"'lineage.{key}' must be a string.", {"field": "lineage"})
     return dict(mapping)
+
+
+METADATA_FIELDS = ("description", "metrics", "params", "tags", "lineage")
+
+
+def metadata_size(version_fields: dict[str, Any]) -> None:
+    """A version's metadata, together, within MODELGATE_MAX_METADATA_BYTES (as stored JSON):
+    each field's own limits still let 4.5 MB of params through, which every list response,
+    Git commit and package would then carry."""
+    limit = settings.MODELGATE_MAX_METADATA_BYTES
+    kept = {k: version_fields.get(k) for k in METADATA_FIELDS}
+    size = len(json.dumps(kept, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > limit:
+        raise TooLarge(
+            f"The version's metadata (description, metrics, params, tags, lineage) is "
+            f"{size} bytes; the limit is {limit} (MODELGATE_MAX_METADATA_BYTES).",
+            {"size": size, "limit": limit},
+        )
 
 
 def sha256(value: Any, field: str = "sha256") -> str:

@@ -121,12 +121,16 @@ def _clean_metadata(data: dict[str, Any]) -> dict[str, Any]:
             f"Unknown fields: {', '.join(sorted(unknown))}.",
             {"allowed": sorted(METADATA_FIELDS | {"files"})},
         )
-    return {
+    clean = {
         "description": validation.text(data.get("description"), "description"),
         "metrics": validation.metrics(data.get("metrics")),
         "params": validation.string_map(data.get("params"), "params"),
         "tags": validation.string_map(data.get("tags"), "tags"),
         "lineage": validation.lineage(data.get("lineage")),
+    }
+    validation.metadata_size(clean)
+    return {
+        **clean,
         "baseline": monitoring_baseline.clean_baseline(data.get("baseline")),
         "explanations": monitoring_baseline.clean_explanations(data.get("explanations")),
     }
@@ -279,6 +283,7 @@ def update_version(version: ModelVersion, user, changes: dict[str, Any]) -> Mode
                 before[field], after[field] = getattr(version, field), value
                 setattr(version, field, value)
         if after:
+            validation.metadata_size({f: getattr(version, f) for f in validation.METADATA_FIELDS})
             version.save(update_fields=[*after, "updated_at"])
             record_event(
                 "version.updated", user, version=version, data={"before": before, "after": after}
