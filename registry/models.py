@@ -112,6 +112,11 @@ class VersionFile(models.Model):
     received = models.BigIntegerField(default=0)
     upload_id = models.CharField(max_length=32, blank=True)
     complete = models.BooleanField(default=False)
+    # Who uploaded these bytes: the version's creator, or for a version made from an MLflow
+    # artifact folder (or another version), whoever wrote the file there.
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["path"]

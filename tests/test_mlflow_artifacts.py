@@ -138,9 +138,18 @@ def test_artifacts_upload_list_download_and_become_a_version(
     )
     assert {k: v for k, v in tree(out).items() if k != "registered_model_meta"} == expected
 
-    # A reader lists and downloads but may not upload.
+    # Each file of the version records who uploaded it.
+    assert set(stored.files.values_list("uploaded_by__username", flat=True)) == {"alice"}
+
+    # A reader sees the released version's files, not what others staged, and may not upload.
     as_token(monkeypatch, live_server, reader)
-    assert MlflowArtifactsRepository("mlflow-artifacts:/staging-area/run-1/model").list_artifacts()
+    assert (
+        MlflowArtifactsRepository("mlflow-artifacts:/staging-area/run-1/model").list_artifacts()
+        == []
+    )
+    assert MlflowArtifactsRepository(
+        f"mlflow-artifacts:/modelgate/iris/{version.version}"
+    ).list_artifacts()
     with pytest.raises(Exception, match="write"):
         MlflowArtifactsRepository("mlflow-artifacts:/reader").log_artifact(str(other))
     assert not ArtifactFile.objects.filter(path__startswith="reader").exists()
@@ -358,3 +367,54 @@ def test_a_pushed_mlflow_model_is_loaded_by_pyfunc_from_production(
     predictions = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert predictions == estimator.predict(features).tolist()
     assert len(set(predictions)) == 2  # both classes: the comparison means something
+
+
+def test_another_users_files_cannot_be_injected_into_a_run_folder(
+    live_server, monkeypatch, alice, bob, tmp_path
+):
+    from django.contrib.auth.models import Group
+
+    bob.groups.add(Group.objects.get_or_create(name="contributors")[0])  # a fellow contributor
+    """The attack that once worked: bob PUTs an MLmodel and a pickle into alice's run folder,
+    and alice's create_model_version from it takes them, credited to her."""
+    mine, theirs = tmp_path / "w.bin", tmp_path / "evil.pkl"
+    mine.write_bytes(b"alice's weights")
+    theirs.write_bytes(b"cos\nsystem\n(S'id'\ntR.")
+    client = as_token(monkeypatch, live_server, alice)
+    client.create_registered_model("victim")
+    MlflowArtifactsRepository("mlflow-artifacts:/team/run-x/model").log_artifact(str(mine))
+
+    as_token(monkeypatch, live_server, bob)
+    for folder in ("team/run-x/model", "team/run-x/model/sub", "team/run-x"):
+        with pytest.raises(Exception, match="another user"):
+            MlflowArtifactsRepository(f"mlflow-artifacts:/{folder}").log_artifact(str(theirs))
+    # Nor does bob list or read what alice staged.
+    assert MlflowArtifactsRepository("mlflow-artifacts:/team/run-x/model").list_artifacts() == []
+    denied = requests.get(
+        f"{live_server.url}/api/2.0/mlflow-artifacts/artifacts/team/run-x/model/w.bin",
+        headers={"Authorization": f"Bearer {token_for(bob)}"},
+        timeout=30,
+    )
+    assert denied.status_code == 404
+    # A sibling run folder of his own is fine.
+    MlflowArtifactsRepository("mlflow-artifacts:/team/run-y").log_artifact(str(theirs))
+    assert set(ArtifactFile.objects.values_list("path", "created_by__username")) == {
+        ("team/run-x/model/w.bin", "alice"),
+        ("team/run-y/evil.pkl", "bob"),
+    }
+
+    # A file someone else left in the folder before these rules (or an admin put there) is
+    # never taken silently: the version is refused, naming it.
+    ArtifactFile.objects.create(
+        path="team/run-x/model/MLmodel", size=1, sha256="0" * 64, created_by=bob
+    )
+    client = as_token(monkeypatch, live_server, alice)
+    with pytest.raises(Exception, match="another user wrote"):
+        client.create_model_version("victim", "mlflow-artifacts:/team/run-x/model")
+    assert not ModelVersion.objects.filter(model__name="victim").exists()
+    ArtifactFile.objects.filter(path="team/run-x/model/MLmodel").delete()
+    version = client.create_model_version(
+        "victim", "mlflow-artifacts:/team/run-x/model", await_creation_for=0
+    )
+    stored = ModelVersion.objects.get(model__name="victim", number=int(version.version))
+    assert list(stored.files.values_list("path", "uploaded_by__username")) == [("w.bin", "alice")]

@@ -16,7 +16,7 @@ from .views import Call, endpoint, read, write
 
 
 def list_artifacts(call: Call) -> dict:
-    entries = artifacts.list_artifacts(call.get("path") or "")
+    entries = artifacts.list_artifacts(call.get("path") or "", call.user)
     return {
         "files": [
             {"path": e.name, "is_dir": e.is_dir} | ({} if e.is_dir else {"file_size": str(e.size)})

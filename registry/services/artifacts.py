@@ -10,12 +10,14 @@ store; anything that could name a server path or another host is refused before 
 """
 
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from registry.models import ArtifactFile, ModelVersion, RegisteredModel
@@ -42,6 +44,7 @@ class Blob:
     path: str
     sha256: str
     size: int
+    uploaded_by_id: int | None = None
 
 
 def clean_path(path: str, *, root_ok: bool = False) -> str:
@@ -76,16 +79,25 @@ def _version_at(path: str) -> tuple[ModelVersion, str] | None:
 
 def _version_blobs(version: ModelVersion) -> list[Blob]:
     files = version.files.filter(complete=True).order_by("path")
-    return [Blob(f.path, f.sha256, f.size) for f in files]
+    return [Blob(f.path, f.sha256, f.size, f.uploaded_by_id) for f in files]
 
 
-def _staged_blobs(prefix: str) -> list[Blob]:
+def _visible(files, user):
+    """Staged files are their writer's until a version takes them: others (admins aside)
+    neither list nor read them, so nobody learns or copies what a colleague staged."""
+    return files if access.is_admin(user) else files.filter(created_by_id=user.pk)
+
+
+def _staged_blobs(prefix: str, user=None) -> list[Blob]:
     files = ArtifactFile.objects.filter(path__startswith=f"{prefix}/" if prefix else "")
-    return [Blob(f.path, f.sha256, f.size) for f in files.order_by("path")]
+    if user is not None:
+        files = _visible(files, user)
+    return [Blob(f.path, f.sha256, f.size, f.created_by_id) for f in files.order_by("path")]
 
 
 def _staged_file(path: str) -> list[Blob]:
-    return [Blob(f.path, f.sha256, f.size) for f in ArtifactFile.objects.filter(path=path)]
+    files = ArtifactFile.objects.filter(path=path)
+    return [Blob(f.path, f.sha256, f.size, f.created_by_id) for f in files]
 
 
 def _under(blobs: list[Blob], prefix: str) -> list[Blob]:
@@ -106,22 +118,22 @@ def _listing(blobs: list[Blob], folder: str) -> list[Entry]:
     return sorted(entries.values(), key=lambda e: e.name)
 
 
-def list_artifacts(path: str) -> list[Entry]:
-    """What is directly under `path`; [] for a file or a folder that holds nothing."""
+def list_artifacts(path: str, user) -> list[Entry]:
+    """What is directly under `path` that `user` may see; [] for a file or an empty folder."""
     path = clean_path(path, root_ok=True)
     in_versions_root = path.startswith(f"{VERSIONS_ROOT}/") and path.count("/") == 1
     if path in ("", VERSIONS_ROOT) or in_versions_root:
-        return _root_listing(path)
+        return _root_listing(path, user)
     found = _version_at(path)
     if found:
         version, inside = found
         return _listing(_version_blobs(version), inside)
-    return _listing(_staged_blobs(path), path)
+    return _listing(_staged_blobs(path, user), path)
 
 
-def _root_listing(path: str) -> list[Entry]:
+def _root_listing(path: str, user) -> list[Entry]:
     if path == "":
-        staged = _listing(_staged_blobs(""), "")
+        staged = _listing(_staged_blobs("", user), "")
         return sorted([Entry(VERSIONS_ROOT, True), *staged], key=lambda e: e.name)
     if path == VERSIONS_ROOT:
         names = RegisteredModel.objects.order_by("name").values_list("name", flat=True)
@@ -141,7 +153,7 @@ def find_file(path: str, user) -> Blob:
         if file is not None:
             return Blob(posixpath.basename(file.path), file.sha256, file.size)
     else:
-        staged = ArtifactFile.objects.filter(path=path).first()
+        staged = _visible(ArtifactFile.objects.filter(path=path), user).first()
         if staged is not None:
             return Blob(posixpath.basename(staged.path), staged.sha256, staged.size)
     raise NotFound(f"Artifact '{path}' does not exist.", {"path": path})
@@ -155,9 +167,11 @@ def upload_artifact(user, path: str, stream: BinaryIO) -> ArtifactFile:
         raise PermissionDenied(
             f"'{VERSIONS_ROOT}/' holds registered versions and is read-only.", {"path": path}
         )
+    _refuse_foreign_folder(user, path)  # before reading a byte
     info = get_store().put(stream, max_size=settings.MODELGATE_MAX_FILE_SIZE)
     try:
         with transaction.atomic():
+            _refuse_foreign_folder(user, path)  # again: another writer may have won meanwhile
             _refuse_file_dir_clash(path)
             artifact = ArtifactFile.objects.create(
                 path=path, size=info.size, sha256=info.sha256, created_by=user
@@ -178,6 +192,26 @@ def upload_artifact(user, path: str, stream: BinaryIO) -> ArtifactFile:
         ) from None
 
 
+def _refuse_foreign_folder(user, path: str) -> None:
+    """A folder belongs to whoever first wrote a file in it, with everything below it: no
+    one else may write in it, below it, or in a folder above it (where a source naming
+    the parent would take their files too). Root-level files claim no folder."""
+    folder = posixpath.dirname(path)
+    if not folder or access.is_admin(user):
+        return
+    parts = folder.split("/")
+    above = ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+    lines = Q(path__startswith=f"{folder}/")  # files in the folder or below it
+    for ancestor in above[:-1]:  # files directly in a folder above it
+        lines |= Q(path__regex=rf"^{re.escape(ancestor)}/[^/]+$")
+    foreign = ArtifactFile.objects.filter(lines).exclude(created_by_id=user.pk)
+    if foreign.exists():
+        raise PermissionDenied(
+            f"'{folder}/' belongs to another user's artifacts: write under a folder of your own.",
+            {"path": path},
+        )
+
+
 def _refuse_file_dir_clash(path: str) -> None:
     parents = ["/".join(path.split("/")[:depth]) for depth in range(1, path.count("/") + 1)]
     if ArtifactFile.objects.filter(path__in=parents).exists() or (
@@ -189,8 +223,9 @@ def _refuse_file_dir_clash(path: str) -> None:
 # --- create_model_version sources -------------------------------------------------------
 
 
-def resolve_source(source: object) -> list[tuple[str, BlobInfo]]:
-    """(path in the new version, blob) for every file a source names, all already stored.
+def resolve_source(source: object, user) -> list[tuple[str, BlobInfo, int | None]]:
+    """(path in the new version, blob, who uploaded it) for every file a source names, all
+    already stored. Staged files must all be the caller's own (or the caller an admin).
 
     Accepted: `mlflow-artifacts:/<folder or file>` uploaded here, `mlflow-artifacts:/modelgate/
     <model>/<n>` and `models:/<model>/<n>` (an existing version's files). Refused before any
@@ -231,13 +266,22 @@ def resolve_source(source: object) -> list[tuple[str, BlobInfo]]:
     else:
         prefix = path
         blobs = _staged_blobs(path) or _staged_file(path)
+        foreign = [b.path for b in blobs if b.uploaded_by_id != user.pk]
+        if foreign and not access.is_admin(user):
+            raise PermissionDenied(
+                f"'{source}' holds {len(foreign)} file(s) another user wrote; a version takes "
+                "only files its creator uploaded.",
+                {"source": source, "files": foreign[:20]},
+            )
     if not blobs:
         raise InvalidInput(f"No artifacts were uploaded under '{source}'.", {"source": source})
     store = get_store()
     missing = [b.path for b in blobs if not store.exists(b.sha256)]
     if missing:
         raise Conflict(f"Stored bytes are missing for {missing[0]!r}.", {"missing": missing})
-    return [(_relative(b.path, prefix), BlobInfo(b.sha256, b.size)) for b in blobs]
+    return [
+        (_relative(b.path, prefix), BlobInfo(b.sha256, b.size), b.uploaded_by_id) for b in blobs
+    ]
 
 
 def _relative(path: str, prefix: str) -> str:
@@ -263,6 +307,10 @@ def create_version_from_source(
 ) -> ModelVersion:
     """A new version of `model` holding the files `source` names (no bytes are copied)."""
     require(user, access.WRITE)
-    blobs = resolve_source(source)
+    found = resolve_source(source, user)
     lineage = {**fields.pop("lineage", {}), "source": source}
-    return versions.create_version_from_blobs(model, user, {**fields, "lineage": lineage}, blobs)
+    blobs = [(path, blob) for path, blob, _ in found]
+    uploaders = {path: uploader for path, _, uploader in found}
+    return versions.create_version_from_blobs(
+        model, user, {**fields, "lineage": lineage}, blobs, uploaders=uploaders
+    )

@@ -184,9 +184,16 @@ def _next_number(model: RegisteredModel) -> int:
 
 
 def _create(
-    model: RegisteredModel, user, fields: dict, files: list[dict], stored: bool
+    model: RegisteredModel,
+    user,
+    fields: dict,
+    files: list[dict],
+    stored: bool,
+    uploaders: dict[str, int | None] | None = None,
 ) -> ModelVersion:
-    """One numbered version and its files; `stored` when the bytes are already in the store."""
+    """One numbered version and its files; `stored` when the bytes are already in the store.
+    `uploaders` names who uploaded a file when it was not the version's creator."""
+    uploaders = uploaders or {}
     with transaction.atomic():
         version = ModelVersion.objects.create(
             model=model,
@@ -204,6 +211,7 @@ def _create(
                 sha256=f["sha256"],
                 received=f["size"] if stored else 0,
                 complete=stored,
+                uploaded_by_id=uploaders.get(f["path"], user.pk),
             )
             for f in files
         )
@@ -227,15 +235,22 @@ def create_version(model: RegisteredModel, user, data: dict[str, Any]) -> ModelV
 
 
 def create_version_from_blobs(
-    model: RegisteredModel, user, data: dict[str, Any], blobs: Iterable[tuple[str, BlobInfo]]
+    model: RegisteredModel,
+    user,
+    data: dict[str, Any],
+    blobs: Iterable[tuple[str, BlobInfo]],
+    uploaders: dict[str, int | None] | None = None,
 ) -> ModelVersion:
-    """A version whose bytes are already in the store (the one-shot multipart upload)."""
+    """A version whose bytes are already in the store (the one-shot multipart upload, an
+    MLflow source); `uploaders` as for _create."""
     require(user, access.WRITE)
     blobs = list(blobs)
     if not blobs:
         raise InvalidInput("At least one file is required.")
     files = _clean_files([{"path": p, "size": b.size, "sha256": b.sha256} for p, b in blobs])
-    return _create(model, user, _clean_metadata(dict(data)), files, stored=True)
+    return _create(
+        model, user, _clean_metadata(dict(data)), files, stored=True, uploaders=uploaders
+    )
 
 
 def finalize_version(version: ModelVersion, user) -> ModelVersion:
