@@ -386,6 +386,8 @@ class Job(models.Model):
     # further out after each re-send, so a long backlog is not flooded with duplicates.
     resend_at = models.DateTimeField(default=timezone.now)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Asked for again while running: queued once more when this run ends.
+    rerun = models.BooleanField(default=False)
     last_error = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

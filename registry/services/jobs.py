@@ -4,6 +4,11 @@
 `run` takes a lease before doing the work, so a duplicate message is a no-op; the
 reconciler (a beat task) re-publishes jobs whose message never arrived or whose worker
 died (its lease ran out).
+
+A job asked for while it runs is marked `rerun` and queued again when that run ends, so
+every request is followed by a run that starts after it; `running` is never overwritten.
+A coalesced job that is already queued keeps its message and its re-send time: either
+that message arrives, or the reconciler sends another when the time comes.
 """
 
 import logging
@@ -11,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -41,6 +46,11 @@ def handler(kind: str, give_up: Callable[[int, str], None] | None = None):
     return register
 
 
+def now():
+    """The clock every timestamp here is taken from; tests replace it to step through time."""
+    return timezone.now()
+
+
 def _lease() -> timedelta:
     return timedelta(seconds=settings.MODELGATE_JOB_LEASE_SECONDS)
 
@@ -52,31 +62,37 @@ def _resend_after() -> timedelta:
 def enqueue(kind: str, ref_id: int, delay: float = 0, coalesce: bool = False) -> None:
     """Record the job now; publish it once the surrounding transaction commits.
 
-    With `coalesce`, a job that is already queued is not published again: the message
-    on its way will do the work (used for whole-registry jobs such as the Git sync).
+    Running, it is marked to run once more when done. Already queued, a coalesced job is
+    left alone (its message is on the way, and its re-send time stands), while another is
+    published again. The job's row is locked until the caller commits, so two enqueues and
+    the end of a run never interleave.
     """
-    now = timezone.now()
-    not_before = now + timedelta(seconds=delay)
-    waiting = (
-        coalesce and Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.QUEUED).exists()
-    )
-    fields = {
+    at = now()
+    not_before = at + timedelta(seconds=delay)
+    fresh = {
         "state": Job.State.QUEUED,
         "lease_until": None,
-        "enqueued_at": now,
+        "enqueued_at": at,
         "not_before": not_before,
         "resend_at": not_before + _resend_after(),
+        "rerun": False,
     }
-    # One INSERT ... ON CONFLICT UPDATE: two transactions enqueueing the same job at once
-    # (two versions finishing together both ask for the Git sync) must not collide.
-    Job.objects.bulk_create(
-        [Job(kind=kind, ref_id=ref_id, **fields)],
-        update_conflicts=True,
-        unique_fields=["kind", "ref_id"],
-        update_fields=[*fields, "updated_at"],
-    )
-    if not waiting:
-        transaction.on_commit(lambda: publish(kind, ref_id, delay))
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(kind=kind, ref_id=ref_id).first()
+        if job is None:
+            try:
+                with transaction.atomic():
+                    Job.objects.create(kind=kind, ref_id=ref_id, **fresh)
+            except IntegrityError:  # another transaction inserted it first: join it
+                job = Job.objects.select_for_update().get(kind=kind, ref_id=ref_id)
+        if job is not None:
+            if job.state == Job.State.RUNNING:
+                Job.objects.filter(pk=job.pk).update(rerun=True)
+                return
+            if job.state == Job.State.QUEUED and coalesce:
+                return
+            Job.objects.filter(pk=job.pk).update(**fresh)
+    transaction.on_commit(lambda: publish(kind, ref_id, delay))
 
 
 def publish(kind: str, ref_id: int, delay: float = 0) -> bool:
@@ -101,12 +117,12 @@ def publish(kind: str, ref_id: int, delay: float = 0) -> bool:
 
 def acquire(kind: str, ref_id: int) -> bool:
     """Take the job's lease; False if it is done, running elsewhere, or not due yet."""
-    now = timezone.now()
-    runnable = Q(state=Job.State.QUEUED, not_before__lte=now) | Q(
-        state=Job.State.RUNNING, lease_until__lt=now
+    at = now()
+    runnable = Q(state=Job.State.QUEUED, not_before__lte=at) | Q(
+        state=Job.State.RUNNING, lease_until__lt=at
     )
     taken = Job.objects.filter(runnable, kind=kind, ref_id=ref_id).update(
-        state=Job.State.RUNNING, lease_until=now + _lease(), attempts=F("attempts") + 1
+        state=Job.State.RUNNING, lease_until=at + _lease(), attempts=F("attempts") + 1
     )
     return bool(taken)
 
@@ -114,7 +130,7 @@ def acquire(kind: str, ref_id: int) -> bool:
 def heartbeat(kind: str, ref_id: int) -> None:
     """Extend the lease during long work (packaging a large file, say)."""
     Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.RUNNING).update(
-        lease_until=timezone.now() + _lease()
+        lease_until=now() + _lease()
     )
 
 
@@ -131,9 +147,32 @@ def run(kind: str, ref_id: int) -> None:
         log.exception("job %s:%s failed", kind, ref_id)
         _retry_or_give_up(kind, ref_id, f"{type(exc).__name__}: {exc}")
         return
-    Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.RUNNING).update(
-        state=Job.State.DONE, lease_until=None, last_error=""
-    )
+    finish(kind, ref_id)
+
+
+def finish(kind: str, ref_id: int) -> None:
+    """A run ended well: done, or queued once more if it was asked for meanwhile."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(kind=kind, ref_id=ref_id).first()
+        if job is None or job.state != Job.State.RUNNING:
+            return  # the lease ran out and the reconciler handed the job on
+        if not job.rerun:
+            Job.objects.filter(pk=job.pk).update(
+                state=Job.State.DONE, lease_until=None, last_error=""
+            )
+            return
+        at = now()
+        Job.objects.filter(pk=job.pk).update(
+            state=Job.State.QUEUED,
+            rerun=False,
+            lease_until=None,
+            attempts=0,
+            last_error="",
+            enqueued_at=at,
+            not_before=at,
+            resend_at=at + _resend_after(),
+        )
+        transaction.on_commit(lambda: publish(kind, ref_id))
 
 
 def _retry_or_give_up(kind: str, ref_id: int, error: str) -> None:
@@ -144,15 +183,16 @@ def _retry_or_give_up(kind: str, ref_id: int, error: str) -> None:
             GIVE_UP[kind](ref_id, error)
         return
     delay = min(2**job.attempts, 300)
-    now = timezone.now()
-    not_before = now + timedelta(seconds=delay)
+    at = now()
+    not_before = at + timedelta(seconds=delay)
     Job.objects.filter(pk=job.pk).update(
         state=Job.State.QUEUED,
         last_error=error[:5000],
         lease_until=None,
-        enqueued_at=now,
+        enqueued_at=at,
         not_before=not_before,
         resend_at=not_before + _resend_after(),
+        rerun=False,  # the retry is a run that starts after any request so far
     )
     publish(kind, ref_id, delay)
 
@@ -165,12 +205,14 @@ def reconcile() -> int:
     intervals): a lost message is still sent again soon, while a long queue is not flooded
     with duplicates that every worker must take and drop.
     """
-    now = timezone.now()
+    at = now()
     resend_after = _resend_after()
-    expired = Job.objects.filter(state=Job.State.RUNNING, lease_until__lt=now)
-    expired.update(state=Job.State.QUEUED, lease_until=None, enqueued_at=now, resend_at=now)
+    expired = Job.objects.filter(state=Job.State.RUNNING, lease_until__lt=at)
+    expired.update(
+        state=Job.State.QUEUED, lease_until=None, enqueued_at=at, resend_at=at, rerun=False
+    )
     stale = list(
-        Job.objects.filter(state=Job.State.QUEUED, resend_at__lte=now, not_before__lte=now)
+        Job.objects.filter(state=Job.State.QUEUED, resend_at__lte=at, not_before__lte=at)
         .order_by("resend_at")
         .values_list("pk", "kind", "ref_id", "enqueued_at", "not_before")[:1000]
     )
@@ -178,9 +220,9 @@ def reconcile() -> int:
     for pk, kind, ref_id, enqueued_at, not_before in stale:
         if publish(kind, ref_id):
             # Wait as long again as the job has been due (whole seconds), within bounds.
-            waited = timedelta(seconds=int((now - max(enqueued_at, not_before)).total_seconds()))
+            waited = timedelta(seconds=int((at - max(enqueued_at, not_before)).total_seconds()))
             waited = min(max(waited, resend_after), resend_after * MAX_RESEND_BACKOFF)
-            Job.objects.filter(pk=pk, state=Job.State.QUEUED).update(resend_at=now + waited)
+            Job.objects.filter(pk=pk, state=Job.State.QUEUED).update(resend_at=at + waited)
             sent += 1
     if sent:
         log.info("reconciler re-sent %d job(s)", sent)
