@@ -83,10 +83,10 @@ def test_a_summary_is_exactly_what_drfs_generic_serializer_gives(versions):
 
 
 @pytest.mark.parametrize("ref", ["1", "@champion", "latest"])
-def test_a_version_read_takes_three_queries(versions, alice_api, ref, django_assert_num_queries):
+def test_a_version_read_takes_two_queries(versions, alice_api, ref, django_assert_num_queries):
     url = f"/api/v1/models/{versions}/versions/{ref}/"
     assert alice_api.get(url).status_code == 200  # the token lookup is now cached
-    with django_assert_num_queries(3):  # version + model + creator, aliases, files
+    with django_assert_num_queries(2):  # version + model + creator, then aliases + files
         body = alice_api.get(url).json()
     assert body["version"] == (2 if ref == "latest" else 1)
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -88,8 +88,18 @@ _READ_BY = {
 }
 
 
+# The version's alias names (kind 0) and files by path (kind 1) in one round trip, in plain
+# SQL too: two ORM querysets cost more CPU than the rest of the request.
+_READ_LISTS = """
+    SELECT 0, name, NULL, NULL, NULL FROM registry_alias WHERE version_id = %s
+    UNION ALL
+    SELECT 1, path, size, sha256, complete FROM registry_versionfile WHERE version_id = %s
+    ORDER BY 1, 2
+"""
+
+
 def read_version(name: str, ref: str | int) -> ModelVersion:
-    """Version `ref` of model `name` as its detail shows it, in three small queries (the
+    """Version `ref` of model `name` as its detail shows it, in two small queries (the
     read path's hot spot): the version with its model and creator (other fields of those
     two are loaded on access), then `alias_names` and `file_rows` (path, size, sha256,
     complete) set on it. Errors as resolve_version's."""
@@ -107,10 +117,12 @@ def read_version(name: str, ref: str | int) -> ModelVersion:
     if found.created_by_id is not None:
         user = (found.created_by_id, found.creator_name)
         found.created_by = get_user_model().from_db(db, ["id", "username"], user)
-    names = Alias.objects.filter(version_id=found.pk).order_by().values_list("name", flat=True)
-    found.alias_names = list(names)
-    files = VersionFile.objects.filter(version_id=found.pk).order_by("path")
-    found.file_rows = list(files.values_list("path", "size", "sha256", "complete"))
+    with connection.cursor() as cursor:
+        cursor.execute(_READ_LISTS, [found.pk, found.pk])
+        rows = cursor.fetchall()
+    found.alias_names = [row[1] for row in rows if row[0] == 0]
+    # bool(): SQLite answers 0/1 for a boolean column.
+    found.file_rows = [(p, size, sha, bool(done)) for kind, p, size, sha, done in rows if kind]
     return found
 
 
