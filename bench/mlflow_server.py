@@ -114,6 +114,25 @@ def run_mlflow(root: Path, backend: str, keep: bool = False) -> Iterator[MlflowS
                 drop_database(PG_DATABASE)
 
 
+@contextlib.contextmanager
+def run_default(root: Path) -> Iterator[MlflowServer]:
+    """`mlflow server` as its docs start it: no flags but the port, run in `root`, so its
+    default backend store (`sqlite:///mlflow.db`), artifact root and workers (4) apply."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [str(VENV / "bin" / "mlflow"), "server", "--port", str(port)]
+    env = {"PATH": f"{VENV / 'bin'}:/usr/bin:/bin", "HOME": str(root), "PYTHONUNBUFFERED": "1"}
+    print(f"• starting mlflow server (its defaults) on port {port}", file=sys.stderr, flush=True)
+    proc = spawn(cmd, env, root / "mlflow.log", cwd=root)
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_ready(base_url, proc, root)
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        yield MlflowServer("mlflow-default", base_url, uri, proc, root)
+    finally:
+        stop(proc)
+
+
 # Bulk seeding through MLflow's own store schema (its SQLAlchemy tables), not the REST
 # API: 10,000 REST creates would take minutes and measure nothing of interest here.
 SEED = r"""

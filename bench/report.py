@@ -84,11 +84,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def write_results(data: dict[str, Any], stamp: str) -> Path:
+def write_results(data: dict[str, Any], stamp: str, latest: bool = True) -> Path:
+    """<stamp>.json, and latest.json too unless `latest` is false (a partial run)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{stamp}.json"
     _write_json(path, data)
-    _write_json(RESULTS_DIR / "latest.json", data)
+    if latest:
+        _write_json(RESULTS_DIR / "latest.json", data)
     return path
 
 

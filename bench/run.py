@@ -10,9 +10,10 @@ Postgres database, see bench/server.py) is started the first time a benchmark as
 it and shared by the rest of the run. Scratch files live in var/bench/run-*/ on the same
 disk as the server's store and are removed at the end unless --keep.
 
-Results go to bench/results/<UTC timestamp>.json and bench/results/latest.json, with a
-description of the machine. Exit status: 0 when every row is ok, 1 when a row is not
-(e.g. the downloaded file differs), 2 when a benchmark could not run, 130 on Ctrl-C.
+Results go to bench/results/<UTC timestamp>.json with a description of the machine, and
+to bench/results/latest.json when every benchmark ran (an --only run leaves it alone).
+Exit status: 0 when every row is ok, 1 when a row is not (e.g. the downloaded file
+differs), 2 when a benchmark could not run, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import httpx
 if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import api, machine, monitoring, promotion, report, scan, storage, upload
+from bench import api, machine, makerun, monitoring, promotion, report, scan, storage, upload
 from bench.core import PRESETS, BenchError, Benchmark, Context, MiB, Options, Row, parse_size
 from bench.server import SERVER_SETUP
 
@@ -64,6 +65,11 @@ BENCHMARKS: list[Benchmark] = [
         storage.run,
     ),
     Benchmark(scan.NAME, scan.DESCRIPTION, scan.run),
+    Benchmark(
+        makerun.NAME,
+        "resolve an alias at c=8 on fresh connections: make-run server (SQLite) vs mlflow server",
+        makerun.run,
+    ),
     Benchmark(
         monitoring.NAME,
         "monitoring: ingest vs COPY, 1M-record aggregation, serve.py with and without capture",
@@ -219,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     print(FOOTNOTES)
     options_json = {"only": args.only, "preset": args.preset, **asdict(options)}
     document = results_document(options_json, started, machine_info, rows, errors)
-    path = report.write_results(document, stamp)
-    print(f"\nresults: {path.relative_to(ROOT)} (and bench/results/latest.json)")
+    path = report.write_results(document, stamp, latest=not args.only)
+    also = "" if args.only else " (and bench/results/latest.json)"
+    print(f"\nresults: {path.relative_to(ROOT)}{also}")
     if errors:
         return 2
     return 0 if all(row.ok for row in rows) else 1

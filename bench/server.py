@@ -186,12 +186,14 @@ def create_user(env: dict[str, str], password: str) -> None:
     manage(env, "shell", "-c", CREATE_USER.format(username=USERNAME, password=password))
 
 
-def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         # A session of its own: Ctrl-C reaches only the runner, which then stops the
         # whole process group (master and workers) itself, in order.
         return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 
