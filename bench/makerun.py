@@ -50,6 +50,7 @@ GOAL_RATIO = 2.0
 START_SECONDS = 240  # load_demo trains and uploads the demo models first
 READY_SECONDS = 120
 ROUNDS = 3  # passes per side, taking turns
+WARM_SECONDS = 3.0
 
 
 def log(message: str) -> None:
@@ -278,8 +279,10 @@ def run(ctx: Context) -> list[Row]:
             (mlflow.base_url, {}, MLFLOW_RESOLVE, MLFLOW_HEALTH, mlflow.proc.pid),
         ]  # fmt: skip
         seed_mlflow(mlflow.base_url)
-        for base_url, headers, op, _, _ in sides:  # warm-up: imports, caches, connections
-            measure(base_url, headers, op, 2, True, 0.5, 40)
+        for base_url, headers, op, limit_op, _ in sides:
+            # Warm-up at full concurrency, so that every worker of both has loaded its code.
+            measure(base_url, headers, op, CONCURRENCY, False, WARM_SECONDS, 10**9)
+            measure(base_url, {}, limit_op, CONCURRENCY, False, WARM_SECONDS / 2, 10**9)
         passes: list[list[Pass]] = [[], [], [], []]
         # Taking turns, so that a neighbour's load on the machine falls on both sides.
         for turn in range(ROUNDS):
