@@ -10,8 +10,9 @@ Both sides run as a newcomer starts them, on one SQLite file each:
 - MLflow: `mlflow server --port P` in a scratch directory (default backend store
   `sqlite:///mlflow.db`, 4 workers), the same models, versions and alias via its REST API.
 
-Then 8 client threads resolve the alias for a fixed time, each request on a fresh TCP
-connection (a fleet of short-lived clients), with the same client code (bench/api.py's
+Both run side by side; after a warm-up, 8 client threads resolve the alias, each request
+on a fresh TCP connection (a fleet of short-lived clients), the two servers taking turns
+(ROUNDS passes of `--preset`'s API seconds each), with the same client code (bench/api.py's
 `measure`) for both: `GET /api/v1/models/<m>/versions/@champion/` and
 `GET /api/2.0/mlflow/registered-models/alias?name=<m>&alias=champion`. The limit is
 `/healthz` (`/health` for MLflow) of the same server, same client, fresh connections.
@@ -273,12 +274,12 @@ def run(ctx: Context) -> list[Row]:
         run_stack(ctx.workdir / "make-run") as server,
         mlflow_server.run_default(ctx.workdir / "mlflow-default") as mlflow,
     ):
-        sides = [  # (base URL, headers, the resolve, the limit, the pid of its process tree)
-            (server.base_url, seed_modelgate(server), MODELGATE_RESOLVE, HEALTHZ,
-             server.supervisor.pid),
-            (mlflow.base_url, {}, MLFLOW_RESOLVE, MLFLOW_HEALTH, mlflow.proc.pid),
-        ]  # fmt: skip
+        headers = seed_modelgate(server)
         seed_mlflow(mlflow.base_url)
+        sides = [  # (base URL, headers, the resolve, the limit, the pid of its process tree)
+            (server.base_url, headers, MODELGATE_RESOLVE, HEALTHZ, server.supervisor.pid),
+            (mlflow.base_url, {}, MLFLOW_RESOLVE, MLFLOW_HEALTH, mlflow.proc.pid),
+        ]
         for base_url, headers, op, limit_op, _ in sides:
             # Warm-up at full concurrency, so that every worker of both has loaded its code.
             measure(base_url, headers, op, CONCURRENCY, False, WARM_SECONDS, 10**9)
@@ -314,7 +315,7 @@ def run(ctx: Context) -> list[Row]:
             ok=ratio >= GOAL_RATIO and errors == 0 and not our_locked,
             note=(
                 f"{ratio:.1f}x MLflow's ops/s (goal >= {GOAL_RATIO:g}x); "
-                f"{ours.stats.ops_s / limit.stats.ops_s:.0%} of the limit (/healthz); "
+                f"{ours.stats.ops_s / max(limit.stats.ops_s, 1e-9):.0%} of the limit (/healthz); "
                 f"errors {len(ours.stats.errors)}/{len(theirs.stats.errors)}; "
                 f"'{LOCKED}': {'none' if not our_locked else our_locked[0]}"
             ),
