@@ -42,9 +42,13 @@ LABEL org.opencontainers.image.title="modelgate" \
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     MODELGATE_VAR_DIR=/data MODELGATE_STORAGE_DIR=/data/store MODELGATE_GIT_DIR=/data/git \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
-# git runs the Git mirror; a Debian-built base may carry it already.
-RUN if ! command -v git >/dev/null; then \
-      apt-get update && apt-get install -y --no-install-recommends git \
+# git runs the Git mirror; zoneinfo is needed by kombu (Celery) and Django. The official
+# image has tzdata but not git; a minimal Debian rootfs may lack either.
+RUN missing=""; \
+    command -v git >/dev/null || missing="$missing git"; \
+    [ -e /usr/share/zoneinfo/UTC ] || missing="$missing tzdata"; \
+    if [ -n "$missing" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends $missing \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
     && useradd --create-home --uid 1000 --user-group modelgate \

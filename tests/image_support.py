@@ -71,6 +71,7 @@ def base_image() -> dict[str, float]:
     argv = ["mmdebstrap", "--variant=apt", f"--include={PACKAGES}", "bookworm"]
     mirror = debian_mirror()
     key = hashlib.sha256(f"{argv}{mirror}{SOURCES.read_text()}".encode()).hexdigest()[:16]
+    CACHE.mkdir(parents=True, exist_ok=True)
     tarball = CACHE / f"base-{key}.tar"
     timings: dict[str, float] = {}
     if not tarball.exists():
@@ -115,9 +116,10 @@ def pip_settings() -> tuple[str, list[str]]:
     paths = set()
     for value in settings.values():
         for item in value.split():
-            path = urlparse(item).path if item.startswith("file://") else item
-            if path.startswith("/") and Path(path).exists():
-                paths.add(str(Path(path) if Path(path).is_dir() else Path(path).parent))
+            # a file:// index's pages link to files beside it (../files/), so its parent
+            path = Path(urlparse(item).path).parent if item.startswith("file://") else Path(item)
+            if path.is_absolute() and path.exists():
+                paths.add(str(path if path.is_dir() else path.parent))
     conf = "[global]\n" + "".join(f"{key} = {value}\n" for key, value in settings.items())
     return conf, sorted(paths)
 

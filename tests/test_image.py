@@ -65,7 +65,7 @@ def test_image_runs_as_uid_1000_with_the_version_label_and_no_build_leftovers(bu
     env = inspect(built, "{{.Config.Env}}")
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus" in env
     probe = (
-        "id -u; command -v python gunicorn celery modelgate git; python -V;"
+        "id -u; for p in python gunicorn celery modelgate git; do command -v $p; done; python -V;"
         " ls /run/secrets /etc/pip.conf /data/secret_key /data/broker /src 2>/dev/null | wc -l;"
         " test -w /data && test -w /tmp/prometheus && echo writable"
     )
