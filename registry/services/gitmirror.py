@@ -102,8 +102,16 @@ def _registration_tag(name: str, number: int) -> str | None:
     return tag if valid_ref(tag) else None
 
 
+def _create_tag(repo: Repo, tag: str, sha: str, message: str) -> None:
+    # An annotated tag has a tagger: ours, not whatever git finds (nothing, in the image).
+    with repo.git.custom_environment(
+        GIT_COMMITTER_NAME=COMMITTER.name, GIT_COMMITTER_EMAIL=COMMITTER.email
+    ):
+        repo.create_tag(tag, ref=sha, message=message)
+
+
 def _tag_registration(repo: Repo, tag: str, sha: str, name: str, number: int) -> None:
-    repo.create_tag(tag, ref=sha, message=f"Registering artifact {name} version v{number}.0.0")
+    _create_tag(repo, tag, sha, f"Registering artifact {name} version v{number}.0.0")
 
 
 def _commit_document(repo: Repo, version: ModelVersion) -> str:
@@ -148,13 +156,12 @@ def _promotion_tag(promotion: Promotion) -> str | None:
 
 
 def _create_promotion_tag(repo: Repo, promotion: Promotion, tag: str, sha: str) -> None:
-    repo.create_tag(
+    _create_tag(
+        repo,
         tag,
-        ref=sha,
-        message=(
-            f"Assigning stage {promotion.environment.name} to artifact {promotion.model.name} "
-            f"version v{promotion.version.number}.0.0"
-        ),
+        sha,
+        f"Assigning stage {promotion.environment.name} to artifact {promotion.model.name} "
+        f"version v{promotion.version.number}.0.0",
     )
 
 
