@@ -60,7 +60,9 @@ chromium:
 	fi
 
 # tests/test_compose.py checks docker-compose.yml with docker-compose and runs its services,
-# behind deploy/nginx.conf, as processes (no container engine needed).
+# behind deploy/nginx.conf, as processes (no container engine needed). tests/test_image.py
+# builds the image with podman on a Debian base made by mmdebstrap and runs it (as root).
+IMAGE_TOOLS := podman runc mmdebstrap podman-compose uidmap fuse-overlayfs slirp4netns
 deploy-tools:
 	@if [ ! -x /usr/bin/docker-compose ] || [ ! -x /usr/sbin/nginx ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -70,6 +72,16 @@ deploy-tools:
 	  else \
 	    echo "NOTE: docker-compose or nginx is missing and this is not root: the deployment"; \
 	    echo "      test will be skipped (sudo apt-get install docker-compose nginx-light)"; \
+	  fi; \
+	fi
+	@if [ "$$(command -v podman runc mmdebstrap podman-compose | wc -l)" != 4 ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian's podman, runc, mmdebstrap and podman-compose for the image test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $(IMAGE_TOOLS); \
+	  else \
+	    echo "NOTE: podman, runc, mmdebstrap or podman-compose is missing and this is not root:"; \
+	    echo "      the image test will be skipped (sudo apt-get install $(IMAGE_TOOLS))"; \
 	  fi; \
 	fi
 
