@@ -19,12 +19,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
     && python3 -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 # Dependencies in a layer of their own, rebuilt only when pyproject.toml changes.
 RUN --mount=type=secret,id=pip.conf \
     python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' \
       > /tmp/requirements.txt \
     && /opt/venv/bin/pip install --quiet -r /tmp/requirements.txt
+COPY README.md ./
 COPY config config
 COPY registry registry
 COPY webui webui
