@@ -30,10 +30,12 @@ COPY config config
 COPY registry registry
 COPY webui webui
 COPY workers workers
+# Modelgate itself as a wheel: the venv stays as the dependency layer left it, so the final
+# stage's copy of it is cached across code changes.
 RUN --mount=type=secret,id=pip.conf \
-    /opt/venv/bin/pip install --quiet --no-deps . \
-    && installed="$(/opt/venv/bin/python -c 'from importlib.metadata import version; print(version("modelgate"))')" \
-    && { [ "$installed" = "$VERSION" ] || { echo "VERSION=$VERSION but pyproject.toml says $installed" >&2; exit 1; }; }
+    /opt/venv/bin/pip wheel --quiet --no-deps --wheel-dir /wheels . \
+    && { [ -e "/wheels/modelgate-$VERSION-py3-none-any.whl" ] \
+         || { echo "VERSION=$VERSION but pyproject.toml built $(ls /wheels)" >&2; exit 1; }; }
 
 FROM ${BASE}
 ARG VERSION=0.1.0
@@ -55,6 +57,8 @@ RUN missing=""; \
     && useradd --create-home --uid 1000 --user-group modelgate \
     && mkdir -p /data /tmp/prometheus && chown modelgate:modelgate /data /tmp/prometheus
 COPY --from=build /opt/venv /opt/venv
+RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
+    pip install --quiet --no-deps --no-index --no-compile /tmp/wheels/*.whl
 WORKDIR /app
 COPY manage.py pyproject.toml ./
 COPY config config
