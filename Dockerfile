@@ -44,7 +44,7 @@ LABEL org.opencontainers.image.title="modelgate" \
       org.opencontainers.image.version="${VERSION}"
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     MODELGATE_VAR_DIR=/data MODELGATE_STORAGE_DIR=/data/store MODELGATE_GIT_DIR=/data/git \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+    MODELGATE_STATIC_ROOT=/app/static
 # git runs the Git mirror; zoneinfo is needed by kombu (Celery) and Django. The official
 # image has tzdata but not git; a minimal Debian rootfs may lack either.
 RUN missing=""; \
@@ -55,7 +55,7 @@ RUN missing=""; \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
     && useradd --create-home --uid 1000 --user-group modelgate \
-    && mkdir -p /data /tmp/prometheus && chown modelgate:modelgate /data /tmp/prometheus
+    && mkdir -p /data && chown modelgate:modelgate /data
 COPY --from=build /opt/venv /opt/venv
 RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
     pip install --quiet --no-deps --no-index --no-compile /tmp/wheels/*.whl
@@ -67,7 +67,8 @@ COPY webui webui
 COPY workers workers
 COPY fixtures fixtures
 # A throwaway key and broker: without them, settings would write a key and a broker
-# directory into the image's /data.
+# directory into the image's /data. Static files land in /app/static, outside /data, so a
+# volume mounted on /data (compose, k8s) neither hides them nor keeps stale ones.
 RUN SECRET_KEY=collectstatic-only CELERY_BROKER_URL=memory:// \
     python manage.py collectstatic --no-input -v0 \
     && chown -R modelgate:modelgate /data

@@ -15,6 +15,7 @@ directory honest. tests/test_metrics_multiproc.py checks both.
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 worker_class = "gthread"
@@ -23,6 +24,15 @@ timeout = 600  # a multi-GiB chunk on a slow link is one long request
 # gunicorn 27's control socket (gunicornc) lives at one path per user ($HOME/.gunicorn):
 # several servers on a host would take it from each other, and nothing here uses it.
 control_socket_disable = True
+
+
+# Every gunicorn counts across its workers, configured or not: without a directory each
+# scrape would see one worker at random. One of its own per server (by the arbiter's pid),
+# so servers sharing a /tmp never sum each other's files.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    os.path.join(tempfile.gettempdir(), f"modelgate-prometheus-{os.getpid()}"),
+)
 
 
 def _multiproc_dir() -> str:

@@ -63,11 +63,11 @@ def test_image_runs_as_uid_1000_with_the_version_label_and_no_build_leftovers(bu
     label = inspect(built, '{{index .Config.Labels "org.opencontainers.image.version"}}')
     assert label == image.version()
     env = inspect(built, "{{.Config.Env}}")
-    assert "PYTHONDONTWRITEBYTECODE=1" in env and "PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus" in env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env and "MODELGATE_STATIC_ROOT=/app/static" in env
     probe = (
         "id -u; for p in python gunicorn celery modelgate git; do command -v $p; done; python -V;"
         " ls /run/secrets /etc/pip.conf /data/secret_key /data/broker /src 2>/dev/null | wc -l;"
-        " test -w /data && test -w /tmp/prometheus && echo writable"
+        " test -w /data && test -w /tmp && test -s /app/static/webui/favicon.svg && echo writable"
     )
     out = image.podman("run", "--rm", built, "sh", "-c", probe).stdout.split()
     assert out[0] == "1000"
