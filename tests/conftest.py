@@ -279,12 +279,32 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    yield page
-    context.close()
+def new_context(browser):
+    """Opens browser contexts that record Content-Security-Policy violations (tests/csp.py):
+    the test fails at teardown if any page in them saw one."""
+    from . import csp
+
+    opened = []
+
+    def open_context():
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(20_000)
+        violations = csp.Violations()
+        violations.watch(context)
+        opened.append((context, violations))
+        return context
+
+    yield open_context
+    for context, _ in opened:
+        csp.flush(context)
+        context.close()
+    seen = [str(violations) for _, violations in opened if violations]
+    assert not seen, "Content-Security-Policy violations:\n" + "\n".join(seen)
+
+
+@pytest.fixture
+def page(new_context):
+    return new_context().new_page()
 
 
 def sign_in(page, base_url: str, username: str) -> None:

@@ -92,7 +92,7 @@ def expect():
 
 @pytest.mark.browser
 def test_a_data_scientist_uploads_and_a_reviewer_promotes_through_the_browser(
-    browser, page, live_server, celery_worker, alice, bob, tmp_path
+    new_context, page, live_server, celery_worker, alice, bob, tmp_path
 ):
     production()
     folder = model_folder(tmp_path)
@@ -138,8 +138,7 @@ def test_a_data_scientist_uploads_and_a_reviewer_promotes_through_the_browser(
     expect()(page.get_by_test_id("requester-note")).to_be_visible()
     assert page.get_by_role("button", name="Approve").count() == 0
 
-    reviewer = browser.new_context(viewport={"width": 1280, "height": 900})
-    reviewer.set_default_timeout(20_000)
+    reviewer = new_context()
     try:
         bob_page = reviewer.new_page()
         sign_in(bob_page, base, "bob")

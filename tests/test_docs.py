@@ -13,6 +13,7 @@ from django.test import Client, RequestFactory
 from .conftest import ROOT, sign_in
 
 DOCS, REDOC, SCHEMA = "/api/v1/docs/", "/api/v1/redoc/", "/api/v1/schema/"
+SWAGGER_INIT = f"{DOCS}?script="
 URL = re.compile(r"""(?:https?:)?//[^\s"'<>)]+""", re.IGNORECASE)
 LINKED = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
 
@@ -35,10 +36,11 @@ def test_the_docs_pages_reference_no_other_host(db, page):
     assert response.status_code == 200
     html = response.content.decode()
     assert external_urls(html) == []
-    # Everything they load comes from our own static files or our schema.
+    # Everything they load comes from our own static files, our schema or Swagger UI's
+    # init script (served apart from the page: the Content-Security-Policy has no inline).
     links = linked(html)
     assert links, html
-    assert all(link.startswith(("/static/", SCHEMA)) for link in links), links
+    assert all(link.startswith(("/static/", SCHEMA, SWAGGER_INIT)) for link in links), links
 
 
 def test_swagger_ui_loads_its_bundle_from_the_sidecar(db):
@@ -46,7 +48,10 @@ def test_swagger_ui_loads_its_bundle_from_the_sidecar(db):
     sidecar = "/static/drf_spectacular_sidecar/swagger-ui-dist/"
     for name in ("swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css"):
         assert f"{sidecar}{name}" in html
-    assert SCHEMA in html
+    assert f'<script src="{SWAGGER_INIT}">' in html and "<style" not in html
+    init = Client().get(SWAGGER_INIT)
+    assert init.status_code == 200 and init["Content-Type"].startswith("application/javascript")
+    assert "SwaggerUIBundle(" in init.content.decode() and SCHEMA in init.content.decode()
 
 
 def test_the_redoc_page_loads_redoc_from_the_sidecar(db):
@@ -60,6 +65,10 @@ def test_the_redoc_page_loads_redoc_from_the_sidecar(db):
     # keeps the browser from fetching anything but this server's files.
     policy = response["Content-Security-Policy"]
     assert "img-src 'self' data:" in policy and "default-src 'self'" in policy
+    # Redoc's own <style> elements carry the page's nonce; the page has none of its own.
+    nonce = re.search(r"style-src 'self' 'nonce-([^']+)'", policy).group(1)
+    assert f'nonce="{nonce}"' in html and "<style" not in html
+    assert nonce != re.search(r"'nonce-([^']+)'", Client().get(REDOC)["Content-Security-Policy"])[1]
 
 
 def test_favicon_ico_answers_with_the_svg_icon(db):
@@ -176,6 +185,12 @@ def test_redoc_renders_offline(page, live_server):
     expect(
         page.locator("[role=menuitem]", has_text=re.compile("models", re.I)).first
     ).to_be_attached()
+    # Styled by its own nonce'd <style>s (the sidebar is laid out beside the content), and
+    # searching in its blob: worker.
+    sidebar = page.locator(".menu-content")
+    assert sidebar.evaluate("e => getComputedStyle(e).display") == "flex"
+    page.get_by_placeholder("Search...").fill("promotion")
+    expect(page.locator("[data-role='search:results'] li").first).to_be_visible()
     page.wait_for_load_state("networkidle")
     assert refused == [] and failed == []
     # Only Redocly's logo was held back, inside the browser; our scripts and styles ran.
