@@ -284,21 +284,10 @@ def new_context(browser):
     the test fails at teardown if any page in them saw one."""
     from . import csp
 
-    opened = []
-
-    def open_context():
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(20_000)
-        violations = csp.Violations()
-        violations.watch(context)
-        opened.append((context, violations))
-        return context
-
-    yield open_context
-    for context, _ in opened:
-        csp.flush(context)
-        context.close()
-    seen = [str(violations) for _, violations in opened if violations]
+    contexts = csp.Contexts(browser)
+    yield contexts
+    seen = contexts.seen()
+    contexts.close()
     assert not seen, "Content-Security-Policy violations:\n" + "\n".join(seen)
 
 

@@ -58,3 +58,28 @@ def flush(context) -> None:
         # a closed or crashed page has nothing more to say
         with contextlib.suppress(Exception):
             page.evaluate("0")
+
+
+class Contexts:
+    """Opens browser contexts (call it) that record violations; `seen()` lists them all."""
+
+    def __init__(self, browser):
+        self.browser = browser
+        self.opened: list[tuple[object, Violations]] = []
+
+    def __call__(self):
+        context = self.browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(20_000)
+        violations = Violations()
+        violations.watch(context)
+        self.opened.append((context, violations))
+        return context
+
+    def seen(self) -> list[str]:
+        for context, _ in self.opened:
+            flush(context)
+        return [str(violations) for _, violations in self.opened if violations]
+
+    def close(self) -> None:
+        for context, _ in self.opened:
+            context.close()
