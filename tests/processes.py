@@ -130,12 +130,22 @@ class Redis(Process):
 
 
 class Web(Process):
-    def __init__(self, env: dict[str, str], tmp: Path, workers: int = 2, cwd: Path | None = None):
+    """gunicorn with config/gunicorn.conf.py; `bin` is the venv's bin directory to run it
+    from (the test venv's by default; tests/test_runtime_only.py passes a runtime-only one)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        tmp: Path,
+        workers: int = 2,
+        cwd: Path | None = None,
+        bin: Path = BIN,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(
             [
-                str(BIN / "gunicorn"),
+                str(bin / "gunicorn"),
                 "config.wsgi:application",
                 "--config",
                 str(ROOT / "config" / "gunicorn.conf.py"),
@@ -171,9 +181,11 @@ class Worker(Process):
         name: str,
         beat: bool = False,
         cwd: Path | None = None,
+        bin: Path = BIN,
+        queues: tuple[str, ...] = (),
     ):
         args = [
-            str(BIN / "celery"),
+            str(bin / "celery"),
             "-A",
             "workers.celery",
             "worker",
@@ -188,6 +200,8 @@ class Worker(Process):
             "--without-gossip",
             "--without-mingle",
         ]
+        if queues:  # none: every queue in CELERY_TASK_QUEUES
+            args += ["--queues", ",".join(queues)]
         if beat:
             args += ["--beat", "--schedule", str(tmp / f"beat-{name}")]
         super().__init__(args, env, tmp / f"worker-{name}.log", cwd)

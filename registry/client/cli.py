@@ -7,13 +7,13 @@ import re
 import socket
 import sys
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import click
 from tqdm import tqdm
 
-from . import profiling
 from .api import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_URL,
@@ -184,6 +184,14 @@ def _monitoring(directory: Path, data: Path | None, target: str | None, explain:
             raise click.BadParameter("needs --baseline DATA.csv.", param_hint="--target/--explain")
         return {}
     try:
+        # numpy is optional in the client-only install (modelgate-client[baseline]).
+        from . import profiling
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--baseline needs numpy ({exc}): pip install numpy, or install the client "
+            "with its extra: pip install './client[baseline]'"
+        ) from None
+    try:
         baseline, explanations = profiling.for_push(directory, data, target, explain)
     except (profiling.ProfilingError, UnicodeDecodeError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -220,6 +228,16 @@ def _compact(mapping: dict | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted((mapping or {}).items()))
 
 
+def _version() -> str:
+    """The server's distribution (`pip install .`) or the client-only one (`./client`)."""
+    for name in ("modelgate", "modelgate-client"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
 # --- the commands ------------------------------------------------------------------
 
 
@@ -232,7 +250,7 @@ def _compact(mapping: dict | None) -> str:
     help=f"Server URL [default: the saved login, else {DEFAULT_URL}].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-@click.version_option(package_name="modelgate")
+@click.version_option(version=_version())
 @click.pass_context
 def main(ctx: click.Context, url: str | None, quiet: bool) -> None:
     """Modelgate model registry: push, pull and inspect model versions, promote them

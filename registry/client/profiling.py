@@ -5,8 +5,9 @@ mean/std/min/max for numbers, top-k for categories): only the summary is sent, t
 never leave the machine. `explain` runs scikit-learn's `permutation_importance` on the
 user's own model, loaded here in the CLI process; the server never loads a model.
 
-numpy is a dependency of the client; scikit-learn and joblib are needed for `--explain`
-only (they are what the model needs anyway). No Django here.
+numpy is needed for `--baseline` (the client-only install has it as its `baseline` extra;
+the CLI imports this module only then); scikit-learn and joblib for `--explain` only (they
+are what the model needs anyway). No Django here.
 """
 
 import csv
