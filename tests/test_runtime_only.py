@@ -129,12 +129,11 @@ def test_every_server_module_imports_on_the_runtime_dependencies(runtime, tmp_pa
     site = str(runtime / "lib")
     assert all(path.startswith(site) for path in report["files"].values()), report["files"]
     assert report["modules"] > 100, report
-    failed = "\n".join(f"  {name}: {error}" for name, error in sorted(report["failed"].items()))
-    assert not report["failed"], f"modules that do not import:\n{failed}"
-    missing = "\n".join(
-        f"  {top}: imported by {', '.join(by)}" for top, by in report["missing"].items()
+    failed = [f"  {name}: {error}" for name, error in sorted(report["failed"].items())]
+    missing = [f"  {top}: imported by {', '.join(by)}" for top, by in report["missing"].items()]
+    assert not failed and not missing, "\n".join(
+        ["modules that do not import:", *failed, "imported but not installed:", *missing]
     )
-    assert not report["missing"], f"imported but not installed:\n{missing}"
 
 
 def test_the_journey_on_the_runtime_venv(runtime, client, tmp_path, settings, transactional_db):
