@@ -61,6 +61,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "registry.observability.RequestIdMiddleware",
+    "registry.unavailable.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -95,7 +96,11 @@ TEMPLATES = [
 # --- Database ------------------------------------------------------------------------
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{VAR_DIR / 'modelgate.sqlite3'}", conn_max_age=60
+        default=f"sqlite:///{VAR_DIR / 'modelgate.sqlite3'}",
+        conn_max_age=60,
+        # A pooled connection that a database restart killed is found and replaced before
+        # a request uses it, instead of failing that request.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -443,3 +443,27 @@ def test_lists_follow_next_links_but_send_the_token_only_to_the_configured_serve
     with Client("https://modelgate.test", "secret", transport=mock) as client:
         assert [m["name"] for m in client.list_models()] == ["a", "b"]
     assert seen == [("modelgate.test", "Bearer secret")] * 2
+
+
+def test_the_client_retries_reads_on_503_and_never_repeats_a_write():
+    """A server whose database is restarting answers 503 with Retry-After: reads wait and
+    try again, a create is not sent twice (it may have happened)."""
+    seen = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if len([m for m in seen if m == request.method]) <= 2:
+            return httpx.Response(
+                503,
+                headers={"Retry-After": "5"},
+                json={"error": {"code": "unavailable", "message": "database restarting"}},
+            )
+        return httpx.Response(200, json={"name": "fraud", "aliases": {}})
+
+    mock = httpx.MockTransport(server)
+    with Client("http://modelgate.test", "t", transport=mock, retry_backoff=0) as client:
+        assert client.get_model("fraud")["name"] == "fraud"
+        assert seen == ["GET", "GET", "GET"]
+        with pytest.raises(ClientError, match="database restarting"):
+            client.create_model("fraud")
+    assert seen.count("POST") == 1

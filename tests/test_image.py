@@ -21,8 +21,9 @@ import yaml
 from django.db import connection
 
 from . import image_support as image
-from .image_journey import run_minimal_journey
 from .processes import ROOT, Redis, free_port, wait_until
+from .runtime_journey import run_journey
+from .venvs import client_venv
 
 missing = image.missing_tools()
 if missing and os.environ.get("CI", "").lower() == "true":
@@ -137,17 +138,16 @@ def test_migrate_web_and_worker_containers_take_a_model_through(built, image_db,
         wait_until(lambda: _healthy(base_url) or _exited(web), 90, "the web container")
         assert not _exited(web), image.logs(web)
 
-        def setup(code: str) -> None:
-            image.podman("exec", web, "python", "manage.py", "shell", "-c", code)
-
-        def aggregate() -> None:  # through the broker, run by the worker container
-            image.podman(
-                "exec", worker, "celery", "-A", "workers.celery", "call",
-                "modelgate.aggregate_monitoring",
-            )  # fmt: skip
+        def server_shell(code: str) -> str:
+            return image.podman(
+                "exec", web, "python", "manage.py", "shell", "--no-imports", "-c", code
+            ).stdout  # fmt: skip
 
         started = time.monotonic()
-        run_minimal_journey(base_url, setup, aggregate)
+        seen = run_journey(
+            base_url, client_venv() / "bin", server_shell=server_shell, workdir=tmp_path / "j"
+        )
+        assert seen, seen
         print(f"journey in containers: {time.monotonic() - started:.1f}s")
         # blobs and the Git mirror were written as uid 1000 into the volumes given
         written = list((data / "git").rglob("*")) + list((data / "store").rglob("*"))

@@ -138,6 +138,9 @@ def _segment(value: str | int) -> str:
     return quote(str(value), safe="@")
 
 
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
 class Client:
     """REST client; every method raises ClientError with the server's message on failure."""
 
@@ -180,12 +183,26 @@ class Client:
     # --- plumbing --------------------------------------------------------------------
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            raise ClientError(f"Cannot reach {self.url}: {exc}") from exc
+        # A 503 (the database restarting, say) is retried with backoff when repeating the
+        # request cannot do anything twice; others are the caller's to retry.
+        attempts = 1 + (self.max_retries if method in IDEMPOTENT else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._http.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                raise ClientError(f"Cannot reach {self.url}: {exc}") from exc
+            if response.status_code != 503 or attempt == attempts:
+                break
+            self._wait_for_service(response, attempt)
         _raise_for_status(response)
         return response
+
+    def _wait_for_service(self, response: httpx.Response, attempt: int) -> None:
+        told = response.headers.get("Retry-After", "")
+        if told.isdigit():
+            time.sleep(min(int(told), 30) * self.retry_backoff)
+        else:
+            self._sleep_before_retry(attempt)
 
     def _json(self, method: str, url: str, **kwargs: Any) -> Any:
         response = self._request(method, url, **kwargs)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -145,6 +145,10 @@ def run(kind: str, ref_id: int) -> None:
         HANDLERS[kind](ref_id)
     except Exception as exc:
         log.exception("job %s:%s failed", kind, ref_id)
+        if isinstance(exc, OperationalError | InterfaceError):
+            # The database went away mid-job: record the failure on a fresh connection, so
+            # the job is retried now rather than when its lease runs out.
+            connection.close()
         _retry_or_give_up(kind, ref_id, f"{type(exc).__name__}: {exc}")
         return
     finish(kind, ref_id)

@@ -1,9 +1,12 @@
 """Error pages in the site's style (JSON under /api/)."""
 
+import sys
+
 from django.http import JsonResponse
 from django.shortcuts import render
 
 from registry.api.errors import error_body
+from registry.unavailable import is_database_fault, unavailable
 
 
 def _error(request, status: int, code: str, message: str):
@@ -23,4 +26,7 @@ def forbidden(request, exception=None):
 
 
 def server_error(request):
+    # A database fault raised outside a view (in a middleware) still answers 503.
+    if is_database_fault(sys.exc_info()[1]):
+        return unavailable(request.path)
     return _error(request, 500, "server_error", "Something broke on our side; it is logged.")
