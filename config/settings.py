@@ -308,6 +308,11 @@ MODELGATE_SCAN_UNSAFE_GLOBALS = [
 ]
 MODELGATE_WEBHOOK_ALLOW_PRIVATE = env_bool("MODELGATE_WEBHOOK_ALLOW_PRIVATE", False)
 MODELGATE_WEBHOOK_TIMEOUT = float(os.environ.get("MODELGATE_WEBHOOK_TIMEOUT", 10))
+# Seconds before each retry of a failing webhook (each ±20%; Standard Webhooks' schedule).
+_WEBHOOK_RETRIES = os.environ.get(
+    "MODELGATE_WEBHOOK_RETRY_DELAYS", "5,300,1800,7200,18000,36000,36000"
+)
+MODELGATE_WEBHOOK_RETRY_DELAYS = [float(s) for s in _WEBHOOK_RETRIES.split(",") if s.strip()]
 CELERY_BEAT_SCHEDULE = {
     "reconcile-jobs": {"task": "modelgate.reconcile", "schedule": MODELGATE_RECONCILE_SECONDS},
     "sync-git": {"task": "modelgate.sync_git", "schedule": 300.0},

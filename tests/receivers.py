@@ -1,12 +1,23 @@
 """A local HTTP endpoint that records what it is sent (a webhook receiver for tests)."""
 
 import json
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    def __init__(self, fail_first: int = 0, status: int = 204):
+    """`host`/`port` choose where it listens (127.0.0.2 can stand in for a public host);
+    with `tls` (a server SSLContext) it speaks HTTPS."""
+
+    def __init__(
+        self,
+        fail_first: int = 0,
+        status: int = 204,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.requests: list[dict] = []
         self.fail_first = fail_first
         receiver = self
@@ -28,8 +39,11 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_port
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> "Receiver":

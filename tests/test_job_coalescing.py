@@ -47,7 +47,7 @@ class Coalescing(RuleBasedStateMachine):
         self.running = False
         self.last_seen = None  # (state, resend_at) after the previous step
         self.reconciled = False
-        jobs.now = lambda: self.clock
+        jobs.clock = lambda: self.clock
         jobs.publish = self.broker.publish
 
     def _tick(self) -> int:
@@ -79,7 +79,7 @@ class Coalescing(RuleBasedStateMachine):
             return
         self.running = False
         if failed:
-            jobs._retry_or_give_up(KIND, 0, "boom")
+            jobs._retry_or_give_up(KIND, 0, "boom", self.clock)
         else:
             jobs.finish(KIND, 0)
 
@@ -119,7 +119,7 @@ class Coalescing(RuleBasedStateMachine):
                     self.starts,
                 )
         finally:
-            jobs.now = ORIGINAL_NOW
+            jobs.clock = ORIGINAL_CLOCK
             jobs.publish = ORIGINAL_PUBLISH
 
     def _drain(self):
@@ -139,7 +139,7 @@ class Coalescing(RuleBasedStateMachine):
         raise AssertionError(f"the job never settled: {job}")
 
 
-ORIGINAL_NOW, ORIGINAL_PUBLISH = jobs.now, jobs.publish
+ORIGINAL_CLOCK, ORIGINAL_PUBLISH = jobs.clock, jobs.publish
 
 
 @pytest.mark.django_db

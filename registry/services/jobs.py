@@ -3,17 +3,21 @@
 `enqueue` records the job in the caller's transaction and publishes it after commit;
 `run` takes a lease before doing the work, so a duplicate message is a no-op; the
 reconciler (a beat task) re-publishes jobs whose message never arrived or whose worker
-died (its lease ran out).
+died (its lease ran out). A failed job runs again after its kind's `Retry` delays.
 
 A job asked for while it runs is marked `rerun` and queued again when that run ends, so
 every request is followed by a run that starts after it; `running` is never overwritten.
 A coalesced job that is already queued keeps its message and its re-send time: either
 that message arrives, or the reconciler sends another when the time comes.
+
+`run`, `acquire` and `reconcile` take an optional `now`, so tests move time instead of waiting.
 """
 
 import logging
+import random
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -29,25 +33,66 @@ HANDLERS: dict[str, Callable[[int], None]] = {}
 # kind -> what to do when a job has failed too often (e.g. mark the version failed).
 GIVE_UP: dict[str, Callable[[int, str], None]] = {}
 
+
+@dataclass(frozen=True)
+class Retry:
+    """A failed job runs again `delays[n]` seconds after its (n+1)th failure, each delay
+    scaled by a random factor within ±`jitter` (so receivers that failed together are not
+    hit together again); after the last delay it gives up."""
+
+    delays: tuple[float, ...]
+    jitter: float = 0.0
+
+    def delay(self, failures: int) -> float | None:
+        """Seconds until the next attempt after `failures` failed ones; None: give up."""
+        if failures > len(self.delays):
+            return None
+        return self.delays[failures - 1] * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+def default_retry() -> Retry:
+    """Kinds without their own: 2, 4, 8… seconds (at most 5 minutes), MAX_ATTEMPTS in all."""
+    attempts = settings.MODELGATE_JOB_MAX_ATTEMPTS
+    return Retry(tuple(min(2**n, 300) for n in range(1, attempts)))
+
+
+# kind -> its retry policy (read when needed, so settings changes apply); else default_retry.
+RETRY: dict[str, Callable[[], Retry]] = {}
+# Kinds whose handler takes the job's clock: handler(ref_id, now).
+CLOCKED: set[str] = set()
+
 TASK_NAME = "modelgate.run_job"
 # Jobs that may run for minutes go to their own queue (see CELERY_TASK_QUEUES).
 QUEUES = {"process_version": "processing"}
 # The longest wait between two re-sends of a queued job, in re-send intervals.
 MAX_RESEND_BACKOFF = 16
+# A retry due later than this (seconds) is not published with a countdown: a worker would
+# hold the message all that time, and Redis re-delivers one held past its visibility
+# timeout. The job stays queued and the reconciler publishes it once it is due.
+MAX_COUNTDOWN = 600
 
 
-def handler(kind: str, give_up: Callable[[int, str], None] | None = None):
-    def register(function: Callable[[int], None]) -> Callable[[int], None]:
+def handler(
+    kind: str,
+    give_up: Callable[[int, str], None] | None = None,
+    retry: Callable[[], Retry] | None = None,
+    clocked: bool = False,
+):
+    def register(function: Callable[..., None]) -> Callable[..., None]:
         HANDLERS[kind] = function
         if give_up is not None:
             GIVE_UP[kind] = give_up
+        if retry is not None:
+            RETRY[kind] = retry
+        if clocked:
+            CLOCKED.add(kind)
         return function
 
     return register
 
 
-def now():
-    """The clock every timestamp here is taken from; tests replace it to step through time."""
+def clock() -> datetime:
+    """The time when no `now` is given; tests replace it to step through time."""
     return timezone.now()
 
 
@@ -67,7 +112,7 @@ def enqueue(kind: str, ref_id: int, delay: float = 0, coalesce: bool = False) ->
     published again. The job's row is locked until the caller commits, so two enqueues and
     the end of a run never interleave.
     """
-    at = now()
+    at = clock()
     not_before = at + timedelta(seconds=delay)
     fresh = {
         "state": Job.State.QUEUED,
@@ -115,14 +160,14 @@ def publish(kind: str, ref_id: int, delay: float = 0) -> bool:
         return False
 
 
-def acquire(kind: str, ref_id: int) -> bool:
+def acquire(kind: str, ref_id: int, now: datetime | None = None) -> bool:
     """Take the job's lease; False if it is done, running elsewhere, or not due yet."""
-    at = now()
-    runnable = Q(state=Job.State.QUEUED, not_before__lte=at) | Q(
-        state=Job.State.RUNNING, lease_until__lt=at
+    now = now or clock()
+    runnable = Q(state=Job.State.QUEUED, not_before__lte=now) | Q(
+        state=Job.State.RUNNING, lease_until__lt=now
     )
     taken = Job.objects.filter(runnable, kind=kind, ref_id=ref_id).update(
-        state=Job.State.RUNNING, lease_until=at + _lease(), attempts=F("attempts") + 1
+        state=Job.State.RUNNING, lease_until=now + _lease(), attempts=F("attempts") + 1
     )
     return bool(taken)
 
@@ -130,31 +175,35 @@ def acquire(kind: str, ref_id: int) -> bool:
 def heartbeat(kind: str, ref_id: int) -> None:
     """Extend the lease during long work (packaging a large file, say)."""
     Job.objects.filter(kind=kind, ref_id=ref_id, state=Job.State.RUNNING).update(
-        lease_until=now() + _lease()
+        lease_until=clock() + _lease()
     )
 
 
-def run(kind: str, ref_id: int) -> None:
+def run(kind: str, ref_id: int, now: datetime | None = None) -> None:
     """What the worker's task calls: at most one runner at a time, retried on errors."""
     if kind not in HANDLERS:
         log.error("unknown job kind %r", kind)
         return
-    if not acquire(kind, ref_id):
+    now = now or clock()
+    if not acquire(kind, ref_id, now):
         return
     try:
-        HANDLERS[kind](ref_id)
+        if kind in CLOCKED:
+            HANDLERS[kind](ref_id, now)
+        else:
+            HANDLERS[kind](ref_id)
     except Exception as exc:
         log.exception("job %s:%s failed", kind, ref_id)
         if isinstance(exc, OperationalError | InterfaceError):
             # The database went away mid-job: record the failure on a fresh connection, so
             # the job is retried now rather than when its lease runs out.
             connection.close()
-        _retry_or_give_up(kind, ref_id, f"{type(exc).__name__}: {exc}")
+        _retry_or_give_up(kind, ref_id, f"{type(exc).__name__}: {exc}", now)
         return
-    finish(kind, ref_id)
+    finish(kind, ref_id, now)
 
 
-def finish(kind: str, ref_id: int) -> None:
+def finish(kind: str, ref_id: int, now: datetime | None = None) -> None:
     """A run ended well: done, or queued once more if it was asked for meanwhile."""
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(kind=kind, ref_id=ref_id).first()
@@ -165,7 +214,7 @@ def finish(kind: str, ref_id: int) -> None:
                 state=Job.State.DONE, lease_until=None, last_error=""
             )
             return
-        at = now()
+        at = now or clock()
         Job.objects.filter(pk=job.pk).update(
             state=Job.State.QUEUED,
             rerun=False,
@@ -179,29 +228,31 @@ def finish(kind: str, ref_id: int) -> None:
         transaction.on_commit(lambda: publish(kind, ref_id))
 
 
-def _retry_or_give_up(kind: str, ref_id: int, error: str) -> None:
+def _retry_or_give_up(kind: str, ref_id: int, error: str, now: datetime) -> None:
     job = Job.objects.get(kind=kind, ref_id=ref_id)
-    if job.attempts >= settings.MODELGATE_JOB_MAX_ATTEMPTS:
+    delay = RETRY.get(kind, default_retry)().delay(job.attempts)
+    if delay is None:
         Job.objects.filter(pk=job.pk).update(state=Job.State.FAILED, last_error=error[:5000])
         if kind in GIVE_UP:
             GIVE_UP[kind](ref_id, error)
         return
-    delay = min(2**job.attempts, 300)
-    at = now()
-    not_before = at + timedelta(seconds=delay)
+    not_before = now + timedelta(seconds=delay)
+    published = delay <= MAX_COUNTDOWN
     Job.objects.filter(pk=job.pk).update(
         state=Job.State.QUEUED,
         last_error=error[:5000],
         lease_until=None,
-        enqueued_at=at,
+        enqueued_at=now,
         not_before=not_before,
-        resend_at=not_before + _resend_after(),
+        # Unpublished, the reconciler sends it as soon as it is due.
+        resend_at=not_before + _resend_after() if published else not_before,
         rerun=False,  # the retry is a run that starts after any request so far
     )
-    publish(kind, ref_id, delay)
+    if published:
+        publish(kind, ref_id, delay)
 
 
-def reconcile() -> int:
+def reconcile(now: datetime | None = None) -> int:
     """Re-publish jobs whose message was lost or whose worker died. Returns how many.
 
     A queued job's message may simply be waiting behind a backlog, so each re-send of the
@@ -209,14 +260,14 @@ def reconcile() -> int:
     intervals): a lost message is still sent again soon, while a long queue is not flooded
     with duplicates that every worker must take and drop.
     """
-    at = now()
+    now = now or clock()
     resend_after = _resend_after()
-    expired = Job.objects.filter(state=Job.State.RUNNING, lease_until__lt=at)
+    expired = Job.objects.filter(state=Job.State.RUNNING, lease_until__lt=now)
     expired.update(
-        state=Job.State.QUEUED, lease_until=None, enqueued_at=at, resend_at=at, rerun=False
+        state=Job.State.QUEUED, lease_until=None, enqueued_at=now, resend_at=now, rerun=False
     )
     stale = list(
-        Job.objects.filter(state=Job.State.QUEUED, resend_at__lte=at, not_before__lte=at)
+        Job.objects.filter(state=Job.State.QUEUED, resend_at__lte=now, not_before__lte=now)
         .order_by("resend_at")
         .values_list("pk", "kind", "ref_id", "enqueued_at", "not_before")[:1000]
     )
@@ -224,9 +275,9 @@ def reconcile() -> int:
     for pk, kind, ref_id, enqueued_at, not_before in stale:
         if publish(kind, ref_id):
             # Wait as long again as the job has been due (whole seconds), within bounds.
-            waited = timedelta(seconds=int((at - max(enqueued_at, not_before)).total_seconds()))
+            waited = timedelta(seconds=int((now - max(enqueued_at, not_before)).total_seconds()))
             waited = min(max(waited, resend_after), resend_after * MAX_RESEND_BACKOFF)
-            Job.objects.filter(pk=pk, state=Job.State.QUEUED).update(resend_at=at + waited)
+            Job.objects.filter(pk=pk, state=Job.State.QUEUED).update(resend_at=now + waited)
             sent += 1
     if sent:
         log.info("reconciler re-sent %d job(s)", sent)

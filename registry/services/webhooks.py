@@ -1,19 +1,30 @@
-"""Webhooks: signed JSON POSTs for subscribed event types, retried with backoff, logged.
+"""Webhooks: signed JSON POSTs for subscribed event types, retried for hours, logged.
 
 Deliveries are created in the transaction of the event they carry, so an event is never
 recorded without its deliveries nor delivered without being recorded.
+
+Each attempt is signed the Standard Webhooks way (https://www.standardwebhooks.com/):
+`webhook-id` (the delivery's, the same on every retry), `webhook-timestamp` (this attempt's
+unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
+New secrets are `whsec_` + base64 of 32 random bytes, the key. A secret of any other form
+(those made before) keeps working: its key is the secret's UTF-8 bytes, and the old
+`X-Modelgate-Signature: sha256=<hex HMAC of the body, keyed by the secret string>` is still
+sent (deprecated; dropped in the next release).
 """
 
+import base64
+import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
-import socket
 import time
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
+import standardwebhooks
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -24,38 +35,81 @@ from registry.models import Event, Webhook, WebhookDelivery
 from . import access, jobs
 from .events import record_event
 from .locking import for_update
+from .webhook_net import PinnedTransport, Resolver, resolve_checked, system_resolver
 
 KIND = "deliver_webhook"
-SIGNATURE_HEADER = "X-Modelgate-Signature"
+SIGNATURE_HEADER = "X-Modelgate-Signature"  # deprecated: the Standard Webhooks headers replace it
+SECRET_PREFIX = "whsec_"
+MIN_KEY_BYTES = 24  # the spec's minimum for HMAC keys
+RETRY_JITTER = 0.2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _whsec_key(secret: str) -> bytes | None:
+    if not secret.startswith(SECRET_PREFIX):
+        return None
+    encoded = secret[len(SECRET_PREFIX) :]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        return None
+    return key if len(key) >= MIN_KEY_BYTES else None
+
+
+def signing_key(secret: str) -> bytes:
+    """The Standard Webhooks HMAC key: a `whsec_` secret's base64-decoded bytes, else the
+    secret's own UTF-8 bytes (so a receiver verifies with `Webhook(secret.encode())`)."""
+    key = _whsec_key(secret)
+    return secret.encode() if key is None else key
 
 
 def sign(secret: str, body: bytes) -> str:
+    """The deprecated X-Modelgate-Signature, unchanged: keyed by the secret string itself."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def check_url(url: object) -> str:
-    """Refuse URLs that resolve to loopback, link-local or private addresses (SSRF),
-    unless MODELGATE_WEBHOOK_ALLOW_PRIVATE is set."""
+def message_id(delivery: WebhookDelivery) -> str:
+    """Stable across retries. The row id alone repeats once a database is rebuilt; with
+    its creation time (in microseconds) it does not. No dots: they delimit what is signed."""
+    created = (delivery.created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"msg_{delivery.pk}_{created:x}"
+
+
+def standard_headers(secret: str, msg_id: str, at: datetime, body: bytes) -> dict[str, str]:
+    at = at.astimezone(UTC)  # the library reads the datetime's wall clock as UTC
+    signature = standardwebhooks.Webhook(signing_key(secret)).sign(msg_id, at, body.decode())
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+def _parse_url(url: object) -> tuple[str, int]:
     if not isinstance(url, str) or len(url) > 2000:
         raise InvalidInput("'url' must be an http(s) URL.")
     parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InvalidInput("'url' has an invalid port.") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput("'url' must be an http(s) URL with a host.")
     if parts.username or parts.password:
         raise InvalidInput("'url' must not carry credentials; use the signing secret.")
-    if settings.MODELGATE_WEBHOOK_ALLOW_PRIVATE:
-        return url
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except OSError:
-        raise InvalidInput(f"'{parts.hostname}' does not resolve.") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise InvalidInput(
-                f"'{parts.hostname}' resolves to a non-public address ({address}); refused.",
-                {"address": str(address)},
-            )
+    return parts.hostname, port
+
+
+def check_url(url: object, resolve: Resolver = system_resolver) -> str:
+    """Refuse URLs whose host resolves to any non-public address (SSRF), unless
+    MODELGATE_WEBHOOK_ALLOW_PRIVATE is set. Checked again, once, at each delivery."""
+    host, port = _parse_url(url)
+    if not settings.MODELGATE_WEBHOOK_ALLOW_PRIVATE:
+        resolve_checked(host, port, resolve, allow_private=False)
     return url
 
 
@@ -79,6 +133,11 @@ def _clean(data: dict, partial: bool) -> dict:
         secret = data["secret"]
         if not isinstance(secret, str) or not 16 <= len(secret) <= 200:
             raise InvalidInput("'secret' must be 16-200 characters.")
+        if secret.startswith(SECRET_PREFIX) and _whsec_key(secret) is None:
+            raise InvalidInput(
+                f"A '{SECRET_PREFIX}' secret must be followed by base64 of at least "
+                f"{MIN_KEY_BYTES} bytes."
+            )
         clean["secret"] = secret
     if "description" in data:
         clean["description"] = str(data["description"])[:200]
@@ -104,7 +163,7 @@ def get_webhook(webhook_id: int) -> Webhook:
 def create_webhook(user, data: dict) -> Webhook:
     _require_admin(user)
     clean = _clean(data, partial=False)
-    clean.setdefault("secret", secrets.token_urlsafe(32))
+    clean.setdefault("secret", new_secret())
     with transaction.atomic():
         webhook = Webhook.objects.create(created_by=user, **clean)
         record_event(
@@ -161,40 +220,58 @@ def _give_up(delivery_id: int, error: str) -> None:
     )
 
 
-@jobs.handler(KIND, give_up=_give_up)
-def deliver(delivery_id: int) -> None:
-    """One attempt; a failure raises so the job is retried with backoff."""
+def _retry() -> jobs.Retry:
+    return jobs.Retry(tuple(settings.MODELGATE_WEBHOOK_RETRY_DELAYS), jitter=RETRY_JITTER)
+
+
+@jobs.handler(KIND, give_up=_give_up, retry=_retry, clocked=True)
+def deliver(
+    delivery_id: int,
+    now: datetime | None = None,
+    *,
+    resolve: Resolver = system_resolver,
+    network: httpcore.NetworkBackend | None = None,
+) -> None:
+    """One attempt; a failure raises so the job is retried later.
+
+    The host is resolved once, every address checked, and the request sent to the first
+    one; `resolve` and `network` (where connections go) are DNS and the network, injectable.
+    """
     delivery = (
         WebhookDelivery.objects.select_related("webhook", "event").filter(pk=delivery_id).first()
     )
     if delivery is None or delivery.state != WebhookDelivery.State.PENDING:
         return
+    at = now or timezone.now()
     webhook = delivery.webhook
     body = json.dumps(payload(delivery.event), sort_keys=True).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Modelgate-Webhooks/1",
+        **standard_headers(webhook.secret, message_id(delivery), at, body),
         SIGNATURE_HEADER: sign(webhook.secret, body),
         "X-Modelgate-Event": delivery.event.type,
         "X-Modelgate-Delivery": str(delivery.pk),
     }
-    started, status, error = time.monotonic(), None, ""
+    started, address, status, error = time.monotonic(), None, None, ""
     try:
-        check_url(webhook.url)  # again at send time: DNS may have changed since
-        response = httpx.post(
-            webhook.url,
-            content=body,
-            headers=headers,
+        host, port = _parse_url(webhook.url)
+        allow_private = settings.MODELGATE_WEBHOOK_ALLOW_PRIVATE
+        address = resolve_checked(host, port, resolve, allow_private)
+        with httpx.Client(
+            transport=PinnedTransport(address, network),
             timeout=settings.MODELGATE_WEBHOOK_TIMEOUT,
             follow_redirects=False,
-        )
-        status = response.status_code
+            trust_env=False,  # a proxy would resolve the name again
+        ) as client:
+            status = client.post(webhook.url, content=body, headers=headers).status_code
         if not 200 <= status < 300:
             error = f"HTTP {status}"
     except (httpx.HTTPError, InvalidInput) as exc:
         error = str(getattr(exc, "message", exc)) or type(exc).__name__
     attempt = {
-        "at": timezone.now().isoformat().replace("+00:00", "Z"),
+        "at": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "address": address,
         "status": status,
         "error": error,
         "duration_ms": round((time.monotonic() - started) * 1000),
@@ -203,7 +280,7 @@ def deliver(delivery_id: int) -> None:
         delivery = for_update(WebhookDelivery).get(pk=delivery_id)
         delivery.attempts = [*delivery.attempts, attempt]
         if not error:
-            delivery.state, delivery.delivered_at = WebhookDelivery.State.DELIVERED, timezone.now()
+            delivery.state, delivery.delivered_at = WebhookDelivery.State.DELIVERED, at
         delivery.save(update_fields=["attempts", "state", "delivered_at"])
     if error:
         raise RuntimeError(f"delivery {delivery_id} to {webhook.url} failed: {error}")
