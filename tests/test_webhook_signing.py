@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import standardwebhooks
 from django.utils import timezone
-from standardwebhooks.webhooks import WebhookVerificationError
+from standardwebhooks import WebhookVerificationError
 
 from registry.models import WebhookDelivery
 from registry.services import webhooks
