@@ -29,7 +29,7 @@ from registry.models import Job
 log = logging.getLogger(__name__)
 
 # kind -> the service that does the work; filled in by the modules that own each kind.
-HANDLERS: dict[str, Callable[[int], None]] = {}
+HANDLERS: dict[str, Callable[..., None]] = {}
 # kind -> what to do when a job has failed too often (e.g. mark the version failed).
 GIVE_UP: dict[str, Callable[[int, str], None]] = {}
 
@@ -184,12 +184,12 @@ def run(kind: str, ref_id: int, now: datetime | None = None) -> None:
     if kind not in HANDLERS:
         log.error("unknown job kind %r", kind)
         return
-    now = now or clock()
-    if not acquire(kind, ref_id, now):
+    started = now or clock()
+    if not acquire(kind, ref_id, started):
         return
     try:
         if kind in CLOCKED:
-            HANDLERS[kind](ref_id, now)
+            HANDLERS[kind](ref_id, started)
         else:
             HANDLERS[kind](ref_id)
     except Exception as exc:
@@ -198,7 +198,8 @@ def run(kind: str, ref_id: int, now: datetime | None = None) -> None:
             # The database went away mid-job: record the failure on a fresh connection, so
             # the job is retried now rather than when its lease runs out.
             connection.close()
-        _retry_or_give_up(kind, ref_id, f"{type(exc).__name__}: {exc}", now)
+        # The wait counts from the failure (the injected instant, in tests).
+        _retry_or_give_up(kind, ref_id, f"{type(exc).__name__}: {exc}", now or clock())
         return
     finish(kind, ref_id, now)
 
