@@ -285,6 +285,9 @@ MODELGATE_MAX_FILE_SIZE = int(os.environ.get("MODELGATE_MAX_FILE_SIZE", 64 * 102
 MODELGATE_MAX_FILES_PER_VERSION = int(os.environ.get("MODELGATE_MAX_FILES_PER_VERSION", 2000))
 # A version's description, metrics, params, tags and lineage together, as stored JSON; more
 # gets 413 (each field's own limits would still let megabytes through).
+# /readyz calls storage "degraded" below this much free space (local stores), and /metrics
+# exports modelgate_storage_free_bytes, so operators hear of a filling disk before the 507s.
+MODELGATE_STORAGE_MIN_FREE_BYTES = int(os.environ.get("MODELGATE_STORAGE_MIN_FREE_BYTES", 1024**3))
 MODELGATE_MAX_METADATA_BYTES = int(os.environ.get("MODELGATE_MAX_METADATA_BYTES", 256 * 1024))
 MODELGATE_TOKEN_MAX_DAYS = int(os.environ.get("MODELGATE_TOKEN_MAX_DAYS", 365))
 # Jobs: a running job's lease (renewed while it works), retries, and when the reconciler

@@ -45,6 +45,10 @@ class TooLarge(RegistryError):
     code, status = "too_large", 413
 
 
+class InsufficientStorage(RegistryError):
+    code, status = "insufficient_storage", 507
+
+
 class GateFailed(RegistryError):
     code, status = "gate_failed", 409
 

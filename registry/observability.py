@@ -136,6 +136,15 @@ class RegistryCollector:
             return
         up.add_metric([], 1)
         yield up
+        from registry.storage import get_store
+
+        free = get_store().free_bytes()
+        if free is not None:
+            yield GaugeMetricFamily(
+                "modelgate_storage_free_bytes",
+                "Free space where the blob store writes (a full disk answers 507).",
+                value=free,
+            )
         yield from families
 
     def _families(self):

@@ -103,6 +103,10 @@ class BlobStore(ABC):
     # get_store() sets guard.blob_lock; a store built on its own (tests, benchmarks) has none.
     blob_lock = staticmethod(unguarded)
 
+    def free_bytes(self) -> int | None:
+        """Free space where blobs are written; None where it has no meaning (S3)."""
+        return None
+
     @abstractmethod
     def writer(self, max_size: int | None = None) -> BlobWriter:
         """Start a new blob; nothing is visible under its address until commit."""

@@ -6,6 +6,8 @@ fsynced, and are renamed into place, so a blob's name never shows partial conten
 
 import contextlib
 import ctypes
+import errno
+import functools
 import hashlib
 import os
 import shutil
@@ -16,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from registry.errors import ChecksumMismatch, TooLarge
+from registry.errors import ChecksumMismatch, InsufficientStorage, TooLarge
 
 from .base import (
     CHUNK_SIZE,
@@ -29,6 +31,29 @@ from .base import (
     check_upload_id,
 )
 from .objects import ObjectStore, ObjectWriter
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def full_disk_is_507(method):
+    """A write that finds the disk (or quota) full says so, as a 507 the client can retry
+    once space is freed, instead of a 500. Whatever it wrote is discarded by its caller."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            if exc.errno not in FULL:
+                raise
+            raise InsufficientStorage(
+                "The blob store is out of space. Nothing was kept of this write; retry once "
+                "space is freed (an interrupted upload resumes where HEAD says). Operators: "
+                "`manage.py gc_store` lists what it keeps and how to free it.",
+                {"errno": errno.errorcode[exc.errno]},
+            ) from None
+
+    return wrapper
 
 
 class _LimitedReader:
@@ -64,6 +89,7 @@ class _LocalWriter(BlobWriter):
         self._tmp = store._tmp_path()
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
 
+    @full_disk_is_507
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self._max_size is not None and self.size > self._max_size:
@@ -74,6 +100,7 @@ class _LocalWriter(BlobWriter):
             written = os.write(self._fd, view)
             view = view[written:]
 
+    @full_disk_is_507
     def commit(self, expected_sha256: str | None = None, expected_size: int | None = None):
         digest = self._hash.hexdigest()
         try:
@@ -152,12 +179,16 @@ class LocalBlobStore(BlobStore):
     def delete(self, digest: str) -> None:
         self._blob_path(digest).unlink(missing_ok=True)
 
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
     def digests(self) -> Iterator[str]:
         for path in (self.root / "sha256").glob("*/*/*"):
             if path.is_file() and len(path.name) == 64:
                 yield path.name
 
     # Resumable uploads ---------------------------------------------------------------
+    @full_disk_is_507
     def write_part(self, upload_id: str, offset: int, stream: BinaryIO, length: int) -> None:
         path = self._upload_path(upload_id)
         hasher = self._take_hasher(upload_id, offset)
@@ -171,6 +202,7 @@ class LocalBlobStore(BlobStore):
         if hasher is not None:
             self._keep_hasher(upload_id, offset + length, hasher)
 
+    @full_disk_is_507
     def finish_upload(self, upload_id: str, size: int, expected_sha256: str) -> BlobInfo:
         path = self._upload_path(upload_id)
         if not path.exists():  # a zero-byte file never had a part written
@@ -233,6 +265,7 @@ class LocalBlobStore(BlobStore):
     def read_stored(self, name: str) -> BinaryIO:
         return open(self._stored_path(name), "rb")
 
+    @full_disk_is_507
     def write_stored(self, name: str, stream: BinaryIO) -> None:
         final, tmp = self._stored_path(name), self._tmp_path()
         with open(tmp, "xb") as file:
@@ -351,12 +384,14 @@ class _FileObjectWriter(ObjectWriter):
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self._flushed = False
 
+    @full_disk_is_507
     def write(self, data: bytes) -> None:
         self._flushed = False
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
 
+    @full_disk_is_507
     def flush(self) -> None:
         if not self._flushed:
             os.fsync(self._fd)

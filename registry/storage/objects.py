@@ -9,6 +9,7 @@ next chunk and any node can finish the upload.
 
 import contextlib
 import hashlib
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -187,6 +188,10 @@ class ContentStore(BlobStore):
 
     def writer(self, max_size: int | None = None) -> BlobWriter:
         return _ContentWriter(self, max_size)
+
+    def free_bytes(self) -> int | None:
+        root = getattr(self.raw, "root", None)  # local objects (encrypted) have a root
+        return shutil.disk_usage(root).free if root is not None else None
 
     def _writer_for(self, max_size: int | None, expected_sha256: str | None) -> BlobWriter:
         try:

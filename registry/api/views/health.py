@@ -27,11 +27,16 @@ def _check_broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=2)
 
 
-def _check_storage() -> None:
+def _check_storage() -> str:
     store = get_store()
     info = store.put(_Empty())
     if not store.exists(info.sha256):
         raise OSError("the store does not keep what it is given")
+    free = store.free_bytes()
+    if free is not None and free < settings.MODELGATE_STORAGE_MIN_FREE_BYTES:
+        # Still ready (reads work), but uploads will soon get 507s: an operator must act.
+        return f"degraded: {free} bytes free"
+    return "ok"
 
 
 class _Empty:
@@ -47,13 +52,12 @@ def readyz(request):
         ("storage", _check_storage),
     ):
         try:
-            check()
-            checks[name] = "ok"
+            checks[name] = check() or "ok"
         except Exception as exc:
             log.warning("readiness check %s failed: %s", name, exc)
             checks[name], ok = f"error: {type(exc).__name__}", False
     body = {"status": "ok" if ok else "unavailable", "checks": checks}
-    if checks["storage"] == "ok":
+    if not checks["storage"].startswith("error"):
         encrypted = get_store().encrypted
         body["encryption"] = "on" if encrypted else "off"
         if not encrypted:  # fine on a laptop, a finding anywhere else

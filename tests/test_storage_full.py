@@ -1,0 +1,60 @@
+"""A full disk is a 507 the client can act on, not a 500: the chunk is discarded, the
+upload resumes once space is freed, /readyz and /metrics say the store is filling up."""
+
+import os
+import subprocess
+
+import pytest
+
+from .conftest import declare, sha256_of
+from .test_upload import put_chunk
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def small_disk(tmp_path, settings):
+    """The blob store on a 4 MiB tmpfs of its own (mounting needs root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    settings.MODELGATE_STORAGE_URL = f"file://{mount}/store"
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_chunk_that_finds_the_disk_full_is_a_507_and_the_upload_resumes(
+    alice_api, admin_api, model, small_disk, settings
+):
+    data = os.urandom(2 * MIB)
+    number = declare(alice_api, model, {"w.bin": data}).json()["version"]
+    url = f"/api/v1/models/{model}/versions/{number}/files/w.bin"
+    assert put_chunk(alice_api, url, data[:MIB], 0, len(data)).status_code == 200
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (2 * MIB + MIB // 2))  # leaves less than the next chunk
+
+    response = put_chunk(alice_api, url, data[MIB:], MIB, len(data))
+    assert response.status_code == 507, response.content
+    error = response.json()["error"]
+    assert (
+        error["code"] == "insufficient_storage" and "retry once space is freed" in error["message"]
+    )
+    assert alice_api.head(url)["Upload-Offset"] == str(MIB)  # the chunk was not counted
+
+    settings.MODELGATE_STORAGE_MIN_FREE_BYTES = 2 * MIB
+    ready = admin_api.get("/readyz").json()
+    assert ready["checks"]["storage"].startswith("degraded"), ready
+    metrics = admin_api.get("/metrics").content.decode()
+    assert "modelgate_storage_free_bytes" in metrics
+
+    filler.unlink()  # the operator frees space; the client retries the same chunk
+    response = put_chunk(alice_api, url, data[MIB:], MIB, len(data))
+    assert response.status_code == 200 and response.json()["complete"], response.content
+    digest = sha256_of(data)
+    stored = small_disk / "store" / "sha256" / digest[:2] / digest[2:4] / digest
+    assert stored.read_bytes() == data
+    assert admin_api.get("/readyz").json()["checks"]["storage"] == "ok"
