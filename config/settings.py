@@ -268,6 +268,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Only one beat sends the schedule; others stand by (workers/beat_lock.py). The Redis lock
+# lapses this long after its holder stops renewing it.
+CELERY_BEAT_SCHEDULER = "workers.beat_lock:LockedScheduler"
+MODELGATE_BEAT_LOCK_SECONDS = float(os.environ.get("MODELGATE_BEAT_LOCK_SECONDS", 30))
 
 # --- Modelgate -----------------------------------------------------------------------
 MODELGATE_STORAGE_URL = os.environ.get(

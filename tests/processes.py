@@ -48,6 +48,8 @@ def base_env(broker_url: str, **extra: str) -> dict[str, str]:
             else "0",
             "SECRET_KEY": settings.SECRET_KEY,
             "DJANGO_SETTINGS_MODULE": "config.settings",
+            # A beat killed by a test is replaced by another's within seconds, not 30.
+            "MODELGATE_BEAT_LOCK_SECONDS": "3",
         }
     )
     env.update(extra)
