@@ -34,21 +34,25 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def json_document(data: bytes | str, *, finite: bool = True) -> Any:
-    """A JSON request body parsed strictly: no NaN or Infinity, numbers finite (unless the
-    caller checks them itself: ingest names the record holding one), no lone surrogate or
-    NUL (no database or encoder takes one, and an error echoing it could not be written),
-    nested at most MAX_JSON_DEPTH deep. Anything else is a 400, never a 500."""
+def json_document(data: bytes | str, *, strict: bool = True) -> Any:
+    """A JSON request body parsed strictly: no NaN or Infinity, numbers finite, no lone
+    surrogate or NUL (no database or encoder takes one, and an error echoing it could not
+    be written), nested at most MAX_JSON_DEPTH deep. Anything else is a 400, never a 500.
+    `strict=False` leaves all but the syntax to a caller that checks every value itself
+    (ingest, which names the record holding a bad one)."""
     max_depth = MAX_JSON_DEPTH
     try:
         value = json.loads(
-            data, parse_constant=_no_constant, parse_float=_finite if finite else float
+            data, parse_constant=_no_constant, parse_float=_finite if strict else float
         )
     except RecursionError:
-        raise InvalidInput(f"The JSON body is nested more than {max_depth} deep.") from None
+        raise InvalidInput(
+            f"The body is not valid JSON here: it is nested more than {max_depth} deep."
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:  # also an integer past 4300 digits
         raise InvalidInput(f"The body is not valid JSON: {str(exc)[:200]}") from None
-    _check_tree(value, max_depth)
+    if strict:
+        _check_tree(value, max_depth)
     return value
 
 

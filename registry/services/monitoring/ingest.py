@@ -88,7 +88,7 @@ def load_batch(data: bytes) -> Any:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
-    return validation.json_document(data, finite=False)
+    return validation.json_document(data, strict=False)
 
 
 def _dump(value: Any) -> str:
