@@ -58,7 +58,7 @@ def test_a_sync_leaves_the_process_cwd_alone_while_another_thread_runs(
         stop.set()
         watcher.join()
 
-    assert done == {"versions": 3, "promotions": 0}
+    assert done == {"versions": 3, "promotions": 0, "removed": 0}
     assert chdirs == [] and seen == {start} and os.getcwd() == start
     # And the mirror holds what it should: one commit per version, tagged.
     git = ["git", "-C", str(settings.MODELGATE_GIT_DIR)]
@@ -73,3 +73,39 @@ def test_a_sync_leaves_the_process_cwd_alone_while_another_thread_runs(
     ).stdout
     assert status == ""  # everything written was committed
     assert all(v.git_commit for v in ModelVersion.objects.all())
+
+
+@pytest.mark.django_db
+def test_deleting_a_model_commits_its_removal_and_keeps_its_tags(
+    alice, admin_user, settings, tmp_path
+):
+    settings.MODELGATE_GIT_DIR = git_dir = tmp_path / "git"
+    model = RegisteredModel.objects.create(name="fraud", created_by=alice)
+    for number in (1, 2):
+        _ready_version(model, alice, number)
+    other = RegisteredModel.objects.create(name="churn", created_by=alice)
+    _ready_version(other, alice, 1)
+    gitmirror.sync()
+
+    from registry.services.registered_models import delete_model
+
+    delete_model(model, admin_user)
+    assert gitmirror.sync()["removed"] == 1
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(git_dir), *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    assert git("ls-files", "models/").split() == ["models/churn/1.yaml"]
+    assert git("log", "-1", "--format=%s") == "Remove fraud\n"
+    assert {"fraud@v1.0.0", "fraud@v2.0.0", "churn@v1.0.0"} <= set(git("tag").split())
+    assert gitmirror.sync()["removed"] == 0  # once
+
+    # A new model under the old name starts a new document; the old tag stays where it was.
+    old_tag = git("rev-parse", "fraud@v1.0.0^{commit}")
+    again = RegisteredModel.objects.create(name="fraud", created_by=alice)
+    _ready_version(again, alice, 1)
+    assert gitmirror.sync()["versions"] == 1
+    assert "models/fraud/1.yaml" in git("ls-files", "models/").split()
+    assert git("rev-parse", "fraud@v1.0.0^{commit}") == old_tag

@@ -155,6 +155,9 @@ def workers(tmp_path, settings, transactional_db, remote):
                 MODELGATE_GIT_REMOTE=remote.url,
                 MODELGATE_RECONCILE_SECONDS="1",
                 MODELGATE_JOB_RESEND_SECONDS="2",
+                # One sync runs at a time; a second writer races it only once the first's
+                # lease has run out (a hung push), which round 2 makes happen.
+                MODELGATE_JOB_LEASE_SECONDS="3",
             )
             started[name] = Worker(env, tmp_path, name, beat=name == "w1").start()
         hostnames = wait_until(lambda: _hostnames(started), 60, "both workers to answer")
@@ -206,7 +209,8 @@ def test_two_workers_write_one_linear_history_to_the_remote(workers, remote, ali
     wait_until(lambda: set(remote.documents()) >= {_path(*v) for v in expected}, 120, "round 1")
     wait_until(_idle, 60, "round 1's jobs to end")
 
-    # Round 2: w1's push waits at the remote's door while w2 syncs and pushes past it.
+    # Round 2: w1's push waits at the remote's door until its lease runs out; w2 takes the
+    # sync over and pushes past it.
     _consume(w2_host, on=False)
     remote.hold_next_push()
     expected.append(("fraud", upload_one("fraud", 3)))
@@ -279,12 +283,12 @@ def test_a_new_worker_with_an_empty_directory_continues_the_remote_history(
     _ready_version(model, alice, 2)
     # Marked as mirrored (by a local-only mirror, say): the remote's history decides.
     ModelVersion.objects.filter(pk=first.pk).update(git_commit="0" * 40)
-    assert gitmirror.sync() == {"versions": 2, "promotions": 0}
+    assert gitmirror.sync() == {"versions": 2, "promotions": 0, "removed": 0}
     before = remote.assert_one_linear_history()
 
     _ready_version(model, alice, 3)
     settings.MODELGATE_GIT_DIR = tmp_path / "fresh" / "git"  # a new pod: empty /data
-    assert gitmirror.sync() == {"versions": 1, "promotions": 0}
+    assert gitmirror.sync() == {"versions": 1, "promotions": 0, "removed": 0}
     after = remote.assert_one_linear_history()
     assert after[: len(before)] == before and len(after) == len(before) + 1
     assert remote.documents() == Counter({_path("fraud", n): 1 for n in (1, 2, 3)})
@@ -295,10 +299,10 @@ def test_a_new_worker_with_an_empty_directory_continues_the_remote_history(
 
     # The first worker's stale cache catches up instead of pushing its old tip.
     settings.MODELGATE_GIT_DIR = tmp_path / "first" / "git"
-    assert gitmirror.sync() == {"versions": 0, "promotions": 0}
+    assert gitmirror.sync() == {"versions": 0, "promotions": 0, "removed": 0}
     assert remote.assert_one_linear_history() == after
     # and `rebuild` keeps the shared history: nothing rewritten, nothing added twice
-    assert gitmirror.rebuild() == {"versions": 0, "promotions": 0}
+    assert gitmirror.rebuild() == {"versions": 0, "promotions": 0, "removed": 0}
     assert remote.assert_one_linear_history() == after
 
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from git import Actor, Repo
 
-from registry.models import ModelVersion, Promotion
+from registry.models import ModelVersion, Promotion, RegisteredModel
 
 from . import gitremote, jobs
 
@@ -140,10 +140,13 @@ def _commit_document(repo: Repo, version: ModelVersion) -> str:
 def _commit_version(repo: Repo, version: ModelVersion) -> str:
     name, number = version.model.name, version.number
     tag = _registration_tag(name, number)
-    if tag and tag in repo.tags:
+    tracked = bool(repo.git.ls_files("--", _document_path(name, number)))
+    if tag and tag in repo.tags and tracked:
         return repo.tags[tag].commit.hexsha  # committed by a run that died before saving
     sha = _commit_document(repo, version)
-    if tag:
+    if tag and tag in repo.tags:  # a deleted model's, of the same name: it stays
+        log.warning("tag %s belongs to a deleted model of the same name; not moved", tag)
+    elif tag:
         _tag_registration(repo, tag, sha, name, number)
     else:
         log.warning("model name %r cannot be a git tag; committed without one", name)
@@ -200,9 +203,24 @@ def sync(_ref_id: int = 0) -> dict[str, int]:
         return _sync_local(repo)
 
 
+def _remove_deleted(repo: Repo) -> int:
+    """Commit the removal of deleted models' documents. Their tags stay: history is history,
+    and a GitOps tool reading a tag sees what was registered then (docs: the Git mirror)."""
+    present = {
+        path.split("/")[1]
+        for path in repo.git.ls_tree("-r", "--name-only", "HEAD", "--", "models/").split("\n")
+        if path.count("/") >= 2
+    }
+    gone = sorted(present - set(RegisteredModel.objects.values_list("name", flat=True)))
+    for name in gone:
+        repo.git.rm("-r", "-q", "--", f"models/{name}")
+        repo.index.commit(f"Remove {name}", author=COMMITTER, committer=COMMITTER)
+    return len(gone)
+
+
 def _sync_local(repo: Repo) -> dict[str, int]:
     """The only copy is this one, so the database's marks say what it holds."""
-    done = {"versions": 0, "promotions": 0}
+    done = {"versions": 0, "promotions": 0, "removed": _remove_deleted(repo)}
     pending = (
         _in_history().filter(git_commit="").select_related("model", "created_by").order_by("id")
     )
@@ -248,7 +266,8 @@ def _sync_with_remote(repo: Repo, url: str) -> dict[str, int]:
 
 
 def _committed(repo: Repo) -> dict[str, str]:
-    """Each version document in the history -> the commit that added it."""
+    """Each version document in the tree -> the commit that (last) added it: a deleted
+    model's documents are gone from the tree, and one re-created under its name is new."""
     out = repo.git.log(
         "--reverse", "-z", "--format=commit %H", "--name-only", "--diff-filter=A", "HEAD",
         "--", "models/",
@@ -259,14 +278,15 @@ def _committed(repo: Repo) -> dict[str, str]:
         if token.startswith("commit "):
             sha = token.removeprefix("commit ")
         elif token:
-            added.setdefault(token, sha)
-    return added
+            added[token] = sha
+    tracked = set(repo.git.ls_files("--", "models/").split("\n"))
+    return {path: sha for path, sha in added.items() if path in tracked}
 
 
 def _add_missing(repo: Repo) -> tuple[dict[str, int], dict[str, list], list[str]]:
     """Commit and tag what the history (not the database) lacks; returns the counts, the
     database marks to save once pushed, and the tags created."""
-    done = {"versions": 0, "promotions": 0}
+    done = {"versions": 0, "promotions": 0, "removed": _remove_deleted(repo)}
     marks: dict[str, list] = {"versions": [], "promotions": []}
     committed = _committed(repo)
     tags = set(repo.git.tag("--list").split())

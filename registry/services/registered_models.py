@@ -5,7 +5,7 @@ from django.db import IntegrityError, transaction
 from registry.errors import Conflict, NotFound, PermissionDenied
 from registry.models import RegisteredModel
 
-from . import access, validation
+from . import access, gitmirror, validation
 from .environments import live_environments
 from .events import record_event
 from .locking import for_update
@@ -118,6 +118,7 @@ def delete_model(model: RegisteredModel, user) -> None:
             "model.deleted", user, model=model, data={"versions": model.last_version_number}
         )
         model.delete()
+        gitmirror.request_sync()  # the mirror commits the removal
 
 
 def require(user, level: str) -> None:
