@@ -227,7 +227,14 @@ def test_gc_grace_stale_uploads_and_leftovers(own_store, alice, admin_user, tran
     report = store_care.collect_garbage(grace=3600, inflight=0)
     assert (report.deleted, report.uploads_aborted, report.leftovers_removed) == ([], 0, 0)
     assert report.kept_recent == 1 and own_store.exists(orphan)
-    call_command("gc_store", "--grace", "0", "--inflight", "0", "--dry-run")
+    assert report.kept_recent_bytes == len(b"nobody wants me")
+    # The command says what it kept, why, and what would free it.
+    out = io.StringIO()
+    call_command("gc_store", "--grace", "3600", stdout=out)
+    assert "Kept 1 unreferenced blob(s)" in out.getvalue()
+    assert "within the last 3600 s" in out.getvalue()
+    assert "python manage.py gc_store --grace 0 --inflight 0" in out.getvalue()
+    call_command("gc_store", "--grace", "0", "--inflight", "0", "--dry-run", stdout=out)
     assert own_store.exists(orphan)
 
     registered_models.delete_model(model, admin_user)  # leaves its half-sent upload behind

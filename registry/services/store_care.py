@@ -66,6 +66,9 @@ class GcReport:
     busy: bool = False  # another run (or a backup) holds the store
     deleted: list[str] = field(default_factory=list)
     kept_recent: int = 0  # unreferenced, but touched within the grace or in-flight window
+    kept_recent_bytes: int = 0
+    kept_uploads: int = 0  # staged uploads too recent to call abandoned
+    window_seconds: float = 0  # the larger of the grace and in-flight windows used
     uploads_aborted: int = 0
     leftovers_removed: int = 0
 
@@ -78,7 +81,9 @@ def collect_garbage(
     with run_lock() as got:
         if not got:
             return GcReport(busy=True)
-        report = _collect(get_store(), time.time() - max(grace, inflight, 0), dry_run)
+        window = max(grace, inflight, 0)
+        report = _collect(get_store(), time.time() - window, dry_run)
+        report.window_seconds = window
     removed = report.deleted or report.uploads_aborted or report.leftovers_removed
     if removed and not dry_run:
         with transaction.atomic():
@@ -107,6 +112,7 @@ def _collect(store, keep_after: float, dry_run: bool) -> GcReport:
                 continue  # gone already
             if touched > keep_after:
                 report.kept_recent += 1
+                report.kept_recent_bytes += store.size(digest)
                 continue
             if is_referenced(digest):
                 continue
@@ -116,7 +122,10 @@ def _collect(store, keep_after: float, dry_run: bool) -> GcReport:
 
     live = set(VersionFile.objects.exclude(upload_id="").values_list("upload_id", flat=True))
     for upload_id, modified in list(store.staged_uploads()):
-        if upload_id in live or modified > keep_after:
+        if upload_id in live:
+            continue
+        if modified > keep_after:
+            report.kept_uploads += 1
             continue
         if VersionFile.objects.filter(upload_id=upload_id).exists():
             continue

@@ -34,6 +34,15 @@ class Command(BaseCommand):
             self.stdout.write(f"{verb.lower()} {digest}", self.style.NOTICE)
         self.stdout.write(
             f"{verb} {len(report.deleted)} blob(s), {report.uploads_aborted} stale upload(s), "
-            f"{report.leftovers_removed} leftover object(s); kept {report.kept_recent} "
-            "unreferenced blob(s) touched too recently."
+            f"{report.leftovers_removed} leftover object(s)."
         )
+        if report.kept_recent or report.kept_uploads:
+            # Why something unreferenced is still there, and how to free it when it must go.
+            self.stdout.write(
+                f"Kept {report.kept_recent} unreferenced blob(s) "
+                f"({report.kept_recent_bytes / 1024**2:.1f} MiB) and {report.kept_uploads} "
+                f"staged upload(s) touched within the last {report.window_seconds:g} s "
+                "(the grace and in-flight windows: an upload may still be about to record "
+                "them). To free them now, when nothing is uploading:\n"
+                "  python manage.py gc_store --grace 0 --inflight 0"
+            )
