@@ -292,6 +292,9 @@ MODELGATE_MAX_FILES_PER_VERSION = int(os.environ.get("MODELGATE_MAX_FILES_PER_VE
 # /readyz calls storage "degraded" below this much free space (local stores), and /metrics
 # exports modelgate_storage_free_bytes, so operators hear of a filling disk before the 507s.
 MODELGATE_STORAGE_MIN_FREE_BYTES = int(os.environ.get("MODELGATE_STORAGE_MIN_FREE_BYTES", 1024**3))
+# A version whose package finds the disk full waits this long between tries (its attempts
+# are not used up; its status says it is waiting for space).
+MODELGATE_FULL_DISK_RETRY_SECONDS = float(os.environ.get("MODELGATE_FULL_DISK_RETRY_SECONDS", 300))
 MODELGATE_MAX_METADATA_BYTES = int(os.environ.get("MODELGATE_MAX_METADATA_BYTES", 256 * 1024))
 MODELGATE_TOKEN_MAX_DAYS = int(os.environ.get("MODELGATE_TOKEN_MAX_DAYS", 365))
 # Jobs: a running job's lease (renewed while it works), retries, and when the reconciler

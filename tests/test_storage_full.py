@@ -58,3 +58,44 @@ def test_a_chunk_that_finds_the_disk_full_is_a_507_and_the_upload_resumes(
     stored = small_disk / "store" / "sha256" / digest[:2] / digest[2:4] / digest
     assert stored.read_bytes() == data
     assert admin_api.get("/readyz").json()["checks"]["storage"] == "ok"
+
+
+def test_a_package_that_finds_the_disk_full_waits_for_space_without_using_up_retries(
+    alice_api, model, small_disk, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+
+    from registry.models import Job, ModelVersion
+    from registry.services import jobs
+
+    monkeypatch.setattr(jobs, "publish", lambda *a, **k: True)
+    created = alice_api.post(
+        f"/api/v1/models/{model}/versions/",
+        {"metadata": "{}", "files": [SimpleUploadedFile("w.bin", os.urandom(MIB))]},
+    )
+    assert created.status_code == 201, created.content
+    version = ModelVersion.objects.get(model__name=model, number=created.json()["version"])
+    Job.objects.update_or_create(kind="process_version", ref_id=version.pk)
+    filler = small_disk / "filler"
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    filler.write_bytes(b"\0" * (free - 64 * 1024))  # no room for the package
+
+    now = timezone.now()
+    for attempt in range(3):  # however often it is tried, no attempt is used up
+        jobs.run("process_version", version.pk, now=now)
+        job = Job.objects.get(kind="process_version", ref_id=version.pk)
+        assert job.state == Job.State.QUEUED and job.attempts == 0, (attempt, job.last_error)
+        assert job.not_before >= now + timedelta(seconds=299)
+        version.refresh_from_db()
+        assert version.state == "processing"
+        assert version.status_reason.startswith("Waiting for disk space")
+        now = job.not_before
+
+    filler.unlink()
+    jobs.run("process_version", version.pk, now=now)
+    version.refresh_from_db()
+    assert version.state == "ready" and version.status_reason == ""
+    assert version.package_state == "ready"

@@ -192,6 +192,10 @@ def run(kind: str, ref_id: int, now: datetime | None = None) -> None:
             HANDLERS[kind](ref_id, started)
         else:
             HANDLERS[kind](ref_id)
+    except Postpone as wait:
+        log.warning("job %s:%s postponed %gs: %s", kind, ref_id, wait.seconds, wait)
+        _postpone(kind, ref_id, wait, now or clock())
+        return
     except Exception as exc:
         log.exception("job %s:%s failed", kind, ref_id)
         if isinstance(exc, OperationalError | InterfaceError):
@@ -227,6 +231,29 @@ def finish(kind: str, ref_id: int, now: datetime | None = None) -> None:
             resend_at=at + _resend_after(),
         )
         transaction.on_commit(lambda: publish(kind, ref_id))
+
+
+class Postpone(Exception):
+    """Raised by a handler that cannot proceed yet for a reason outside the job (a full
+    disk): it runs again after `seconds`, and the attempt is not counted against it."""
+
+    def __init__(self, seconds: float, reason: str):
+        super().__init__(reason)
+        self.seconds = seconds
+
+
+def _postpone(kind: str, ref_id: int, wait: Postpone, now: datetime) -> None:
+    not_before = now + timedelta(seconds=wait.seconds)
+    Job.objects.filter(kind=kind, ref_id=ref_id).update(
+        state=Job.State.QUEUED,
+        attempts=F("attempts") - 1,
+        last_error=str(wait)[:5000],
+        lease_until=None,
+        enqueued_at=now,
+        not_before=not_before,
+        resend_at=not_before,  # the reconciler sends it when due (no long countdown)
+        rerun=False,
+    )
 
 
 def _retry_or_give_up(kind: str, ref_id: int, error: str, now: datetime) -> None:

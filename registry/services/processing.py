@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from registry import packaging, scanner
-from registry.errors import InvalidInput
+from registry.errors import InsufficientStorage, InvalidInput
 from registry.models import ModelVersion
 from registry.storage import get_store
 
@@ -243,7 +243,13 @@ def process_version(version_id: int) -> None:
     _set_step(version, "extract", "done")
 
     _set_step(version, "package", "running")
-    package(version, beat)
+    try:
+        package(version, beat)
+    except InsufficientStorage:
+        # Retrying at once would only fail again: wait for space, saying so on the version.
+        reason = "Waiting for disk space to write the package; retried every few minutes."
+        ModelVersion.objects.filter(pk=version.pk).update(status_reason=reason)
+        raise jobs.Postpone(settings.MODELGATE_FULL_DISK_RETRY_SECONDS, reason) from None
     _set_step(version, "package", "done")
 
     with transaction.atomic():
