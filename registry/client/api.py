@@ -156,6 +156,7 @@ class Client:
     ):
         self.url = url.rstrip("/")
         self.max_retries = max_retries
+        self._polling = False
         self.retry_backoff = retry_backoff
         parts = urlsplit(self.url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
@@ -184,8 +185,10 @@ class Client:
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         # A 503 (the database restarting, say) is retried with backoff when repeating the
-        # request cannot do anything twice; others are the caller's to retry.
-        attempts = 1 + (self.max_retries if method in IDEMPOTENT else 0)
+        # request cannot do anything twice; others are the caller's to retry. A poll keeps
+        # one budget of its own for every kind of failure (_poll).
+        retry = method in IDEMPOTENT and not self._polling
+        attempts = 1 + (self.max_retries if retry else 0)
         for attempt in range(1, attempts + 1):
             try:
                 response = self._http.request(method, url, **kwargs)
@@ -371,6 +374,7 @@ class Client:
         failures, last = 0, None
         while True:
             try:
+                self._polling = True
                 last = fetch()
             except ClientError as exc:
                 if (exc.status is not None and exc.status < 500) or failures >= self.max_retries:
@@ -380,6 +384,8 @@ class Client:
                 failures = 0
                 if done(last):
                     return last
+            finally:
+                self._polling = False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimedOut(f"{describe(last)} after {timeout:g}s.")
