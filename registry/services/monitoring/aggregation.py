@@ -197,6 +197,17 @@ def _python_window(records, columns: list[Binning]) -> tuple[dict, list]:
     return stats, counts
 
 
+def _in_window(version: ModelVersion, environment: str, start: datetime, end: datetime):
+    """The version's prediction records in one environment's window [start, end)."""
+    return PredictionRecord.objects.filter(
+        model_id=version.model_id,
+        version_number=version.number,
+        environment=environment,
+        at__gte=start,
+        at__lt=end,
+    )
+
+
 def _number(value: Any) -> float | None:
     return None if isinstance(value, bool) or not isinstance(value, int | float) else value
 
@@ -220,14 +231,9 @@ def _labelled(version: ModelVersion, environment: str, start, end) -> list[tuple
             rows = cursor.fetchall()
     else:
         records = dict(
-            PredictionRecord.objects.filter(
-                model_id=version.model_id,
-                version_number=version.number,
-                environment=environment,
-                at__gte=start,
-                at__lt=end,
-                error="",
-            ).values_list("request_id", "outputs")
+            _in_window(version, environment, start, end)
+            .filter(error="")
+            .values_list("request_id", "outputs")
         )
         feedback = PredictionFeedback.objects.filter(
             model_id=version.model_id, request_id__in=list(records)
@@ -314,13 +320,9 @@ def compute_window(version: ModelVersion, environment: str, start: datetime, end
         args = [version.model_id, version.number, environment, start, end]
         stats, counts = _postgres_window(where, args, everything)
     else:
-        records = PredictionRecord.objects.filter(
-            model_id=version.model_id,
-            version_number=version.number,
-            environment=environment,
-            at__gte=start,
-            at__lt=end,
-        ).values_list("inputs", "outputs", "latency_ms", "error")
+        records = _in_window(version, environment, start, end).values_list(
+            "inputs", "outputs", "latency_ms", "error"
+        )
         stats, counts = _python_window(records.iterator(), everything)
     sampled = stats["sampled"]
 
@@ -351,13 +353,7 @@ def compute_window(version: ModelVersion, environment: str, start: datetime, end
     metrics, labelled = live_metrics(_labelled(version, environment, start, end))
     p50, p95, p99 = stats["latency"]
     sources = (
-        PredictionRecord.objects.filter(
-            model_id=version.model_id,
-            version_number=version.number,
-            environment=environment,
-            at__gte=start,
-            at__lt=end,
-        )
+        _in_window(version, environment, start, end)
         .values("token_id")
         .annotate(requests=Count("request_id"), errors=Count("request_id", filter=~Q(error="")))
     )
@@ -392,14 +388,7 @@ def _unbinned_predictions(version, environment, start, end, stats, top: int = 20
             found = cursor.fetchall()
         return {"values": {str(v): round(n / stats["sampled"]) for v, n in found}}
     found = Counter()
-    records = PredictionRecord.objects.filter(
-        model_id=version.model_id,
-        version_number=version.number,
-        environment=environment,
-        at__gte=start,
-        at__lt=end,
-        error="",
-    )
+    records = _in_window(version, environment, start, end).filter(error="")
     for outputs in records.values_list("outputs", flat=True).iterator():
         if "prediction" in outputs:
             found[drift.category_text(outputs["prediction"])] += 1
