@@ -5,7 +5,9 @@ kept in files under ./var/broker, so a newcomer needs nothing but Python. Set
 DATABASE_URL / CELERY_BROKER_URL to run on Postgres and Redis.
 """
 
+import ipaddress
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -54,6 +56,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files: no CDN
     "django_prometheus",
+    "axes",  # sign-in lockouts (registry/services/signin.py)
     "registry",
     "webui",
 ]
@@ -72,6 +75,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, as axes asks: turns a locked-out /login/ or /admin/login/ into webui.lockout's page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -138,6 +143,31 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Password guessing, at every door (UI, admin, token endpoint, MLflow Basic auth): axes'
+# backend goes first, counts failures per username *and* client address, and past the limit
+# refuses that pair (right password included) until the cool-off has passed since its last
+# failure; other users and other addresses are unaffected. Attempts live in the database.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("MODELGATE_LOGIN_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("MODELGATE_LOGIN_COOLOFF_MINUTES", 15)))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Refused attempts during a lockout do not restart it: it ends one cool-off after it began.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins need no table of their own
+AXES_CLIENT_IP_CALLABLE = "registry.services.client_address.client_address"
+AXES_LOCKOUT_CALLABLE = "webui.lockout.lockout_response"
+# Proxies whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated); empty: none,
+# the peer's address is the client's (registry/services/client_address.py).
+MODELGATE_TRUSTED_PROXIES = env_list("MODELGATE_TRUSTED_PROXIES")
+for _proxy in MODELGATE_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"MODELGATE_TRUSTED_PROXIES: {error}") from None
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
@@ -177,10 +207,6 @@ USE_I18N = False
 USE_TZ = True
 
 # --- REST API ------------------------------------------------------------------------
-# Failed password sign-ins (MLflow's Basic auth) allowed per client address and per
-# username in MODELGATE_AUTH_FAILURE_WINDOW seconds before further attempts get 429.
-MODELGATE_AUTH_FAILURES = int(os.environ.get("MODELGATE_AUTH_FAILURES", 10))
-MODELGATE_AUTH_FAILURE_WINDOW = int(os.environ.get("MODELGATE_AUTH_FAILURE_WINDOW", 300))
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "registry.api.auth.BearerTokenAuthentication",
@@ -352,7 +378,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # axes says INFO on every failed sign-in; its WARNINGs (failures, lockouts) are enough.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
 
 # --- Monitoring: prediction ingest and retention -------------------------------------

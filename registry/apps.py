@@ -8,3 +8,4 @@ class RegistryConfig(AppConfig):
 
     def ready(self) -> None:
         from .api import schema  # noqa: F401 - registers the OpenAPI auth extensions
+        from .services import signin  # noqa: F401 - audits axes' lockouts

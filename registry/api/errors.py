@@ -34,7 +34,11 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict:
 def exception_handler(exc, context):
     if isinstance(exc, RegistryError):
         set_rollback()
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        retry = getattr(exc, "retry_after", None)  # e.g. a sign-in lockout
+        headers = {"Retry-After": str(retry)} if retry else None
+        return Response(
+            error_body(exc.code, exc.message, exc.details), status=exc.status, headers=headers
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, DjangoPermissionDenied):

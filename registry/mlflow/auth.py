@@ -2,15 +2,10 @@
 
 import base64
 import binascii
-import hashlib
 
-from django.conf import settings
-from django.contrib.auth import authenticate as django_authenticate
-from django.core.cache import cache
+from registry.services import access, signin, tokens
 
-from registry.services import access, tokens
-
-from .errors import PERMISSION_DENIED, REQUEST_LIMIT_EXCEEDED, UNAUTHENTICATED, MlflowError
+from .errors import PERMISSION_DENIED, UNAUTHENTICATED, MlflowError
 
 
 def authenticate(request):
@@ -28,11 +23,12 @@ def authenticate(request):
             username, sep, password = base64.b64decode(raw, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             username, sep, password = "", "", ""
-        keys = _failure_keys(request, username)
-        _refuse_when_throttled(keys)
-        user = django_authenticate(request, username=username, password=password) if sep else None
-        if user is None or not user.is_active:
-            _count_failure(keys)
+        try:
+            # Every Basic call is a sign-in: axes counts failures per username and address.
+            user = signin.authenticate(request, username, password) if sep else None
+        except signin.LockedOut as locked:
+            raise _locked_out(locked) from None
+        if user is None:
             raise MlflowError(UNAUTHENTICATED, "Invalid username or password.")
         return user, access.role_scopes(user)
     raise MlflowError(
@@ -47,30 +43,9 @@ def require_scope(scopes: set[str], level: str) -> None:
         raise MlflowError(PERMISSION_DENIED, f"This needs the '{level}' scope.")
 
 
-# Password guessing: failures are counted per client address and per username (a token
-# never is: it is a 256-bit secret), and past the limit every attempt is refused for the
-# rest of the window, right ones included, so guessing gains nothing.
-
-
-def _failure_keys(request, username: str) -> list[str]:
-    who = hashlib.sha256(username.encode()).hexdigest()[:32]
-    return [f"auth-fail:ip:{request.META.get('REMOTE_ADDR', '')}", f"auth-fail:user:{who}"]
-
-
-def _refuse_when_throttled(keys: list[str]) -> None:
-    counts = cache.get_many(keys)
-    if any(count >= settings.MODELGATE_AUTH_FAILURES for count in counts.values()):
-        minutes = max(1, settings.MODELGATE_AUTH_FAILURE_WINDOW // 60)
-        raise MlflowError(
-            REQUEST_LIMIT_EXCEEDED,
-            f"Too many failed sign-ins; try again in {minutes} minute(s) or use a token.",
-        )
-
-
-def _count_failure(keys: list[str]) -> None:
-    for key in keys:
-        cache.add(key, 0, timeout=settings.MODELGATE_AUTH_FAILURE_WINDOW)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=settings.MODELGATE_AUTH_FAILURE_WINDOW)
+def _locked_out(locked: signin.LockedOut) -> MlflowError:
+    # 401, not 429: MLflow's client retries a 429 (honouring Retry-After, for minutes on
+    # end), while a 401 fails the call at once with this message.
+    error = MlflowError(UNAUTHENTICATED, locked.message, native_code=locked.code)
+    error.headers["Retry-After"] = str(locked.retry_after)
+    return error

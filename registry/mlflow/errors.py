@@ -47,25 +47,36 @@ NATIVE_CODES = {
 
 
 class MlflowError(Exception):
-    def __init__(self, error_code: str, message: str, status: int | None = None):
+    def __init__(
+        self,
+        error_code: str,
+        message: str,
+        status: int | None = None,
+        native_code: str | None = None,
+    ):
         super().__init__(message)
         self.error_code = error_code
         self.message = message
         self.status = status or STATUSES.get(error_code, 400)
+        self.native_code = native_code
+        self.headers: dict[str, str] = {}
 
     def response(self) -> JsonResponse:
         body = {
             "error_code": self.error_code,
             "message": self.message,
             "error": {
-                "code": "method_not_allowed"
-                if self.status == 405
-                else NATIVE_CODES.get(self.error_code, "invalid"),
+                "code": self.native_code
+                or (
+                    "method_not_allowed"
+                    if self.status == 405
+                    else NATIVE_CODES.get(self.error_code, "invalid")
+                ),
                 "message": self.message,
                 "details": {},
             },
         }
-        response = JsonResponse(body, status=self.status)
+        response = JsonResponse(body, status=self.status, headers=self.headers)
         if self.error_code == UNAUTHENTICATED:
             response["WWW-Authenticate"] = 'Bearer realm="modelgate", Basic realm="modelgate"'
         return response

@@ -1,6 +1,5 @@
 """/api/v1/auth/tokens/ and /api/v1/me/"""
 
-from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -9,7 +8,8 @@ from rest_framework.views import APIView
 
 from registry.errors import InvalidInput, PermissionDenied, RegistryError
 from registry.models import ApiToken
-from registry.services import access, tokens
+from registry.services import access, signin, tokens
+from registry.services.client_address import client_address
 
 from ..auth import request_scopes
 from ..serializers import (
@@ -25,12 +25,20 @@ class NotAuthenticated(RegistryError):
     code, status = "not_authenticated", 401
 
 
+class ClientAddressThrottle(ScopedRateThrottle):
+    """Per client address as MODELGATE_TRUSTED_PROXIES resolves it (DRF's own reading trusts
+    any X-Forwarded-For unless NUM_PROXIES is set)."""
+
+    def get_ident(self, request):
+        return client_address(request)
+
+
 class TokenList(APIView):
     throttle_scope = "token_create"
     access_levels = {"POST": None}  # username and password in the body are the credentials
 
     def get_throttles(self):
-        return [ScopedRateThrottle()] if self.request.method == "POST" else []
+        return [ClientAddressThrottle()] if self.request.method == "POST" else []
 
     def get_permissions(self):
         return [] if self.request.method == "POST" else super().get_permissions()
@@ -56,7 +64,7 @@ class TokenList(APIView):
             username, password = data.get("username"), data.get("password")
             if not isinstance(username, str) or not isinstance(password, str):
                 raise InvalidInput("'username' and 'password' must both be strings.")
-            user = authenticate(request._request, username=username, password=password)
+            user = signin.authenticate(request._request, username, password)  # or LockedOut
             if user is None:
                 raise NotAuthenticated("Wrong username or password.")
         elif user is None:
