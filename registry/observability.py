@@ -29,6 +29,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from registry.services.client_address import client_address, is_trusted_proxy
+
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -254,11 +256,13 @@ def _process_metrics() -> bytes:
 
 
 def _is_loopback(request: HttpRequest) -> bool:
-    # A request relayed by a proxy on this host looks local; it is not.
-    if "HTTP_X_FORWARDED_FOR" in request.META or "HTTP_FORWARDED" in request.META:
+    # A request relayed by a proxy on this host looks local; it is not. Behind a trusted
+    # proxy (MODELGATE_TRUSTED_PROXIES) the client's own address decides, as for lockouts.
+    relayed = "HTTP_X_FORWARDED_FOR" in request.META or "HTTP_FORWARDED" in request.META
+    if relayed and not is_trusted_proxy(request.META.get("REMOTE_ADDR", "")):
         return False
     try:
-        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+        return ipaddress.ip_address(client_address(request)).is_loopback
     except ValueError:
         return False
 

@@ -300,3 +300,23 @@ def test_the_token_throttle_keys_on_the_same_client_address(settings):
     assert throttle.get_ident(request_from("10.0.0.5", "198.51.100.9")) == "10.0.0.5"
     settings.MODELGATE_TRUSTED_PROXIES = ["10.0.0.5"]
     assert throttle.get_ident(request_from("10.0.0.5", "198.51.100.9")) == "198.51.100.9"
+
+
+@pytest.mark.django_db
+def test_metrics_loopback_rule_reads_the_same_client_address(settings, client):
+    """/metrics without a token is for loopback callers: a remote client relayed by a
+    trusted proxy on this host is not one, whatever X-Forwarded-For it wrote itself."""
+    settings.MODELGATE_METRICS_TOKEN = ""
+    settings.MODELGATE_TRUSTED_PROXIES = ["127.0.0.1"]
+    remote = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="198.51.100.9")
+    assert remote.status_code == 403
+    spoofed = "127.0.0.1, 198.51.100.9"  # the client's "127.0.0.1", then what nginx saw
+    assert (
+        client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=spoofed).status_code
+        == 403
+    )
+    local = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="127.0.0.1")
+    assert local.status_code == 200
+    settings.MODELGATE_TRUSTED_PROXIES = []  # an untrusted relay: never local
+    relayed = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="127.0.0.1")
+    assert relayed.status_code == 403

@@ -37,6 +37,11 @@ def _is_trusted(address, networks: tuple[Network, ...]) -> bool:
     return any(address in network for network in networks)
 
 
+def is_trusted_proxy(text: str) -> bool:
+    address = _parse(text)
+    return address is not None and _is_trusted(address, trusted_proxies())
+
+
 def client_address(request) -> str:
     """The client's address as text ("" when the peer's is unknown)."""
     meta = getattr(request, "META", {})
