@@ -83,9 +83,15 @@ def seed(database: str, models: int, per_model: int, first_model: int = 0) -> No
                 raise BenchError(f"seed.py does not fill new NOT NULL columns: {missing}")
             names = [f"m-{m:04d}" for m in range(first_model, first_model + models)]
             cursor.execute(
-                "INSERT INTO registry_registeredmodel (name, description, tags, owner_team, "
-                "primary_metric, last_version_number, created_at, updated_at) "
-                "SELECT n, '', '{}', '', 'accuracy', %s, %s, %s FROM unnest(%s) AS n "
+                "INSERT INTO registry_team (name, description, created_at) "
+                "VALUES ('default', '', %s) ON CONFLICT (name) DO NOTHING",
+                [now],
+            )
+            cursor.execute(
+                "INSERT INTO registry_registeredmodel (name, description, tags, team_id, "
+                "visibility, primary_metric, last_version_number, created_at, updated_at) "
+                "SELECT n, '', '{}', (SELECT id FROM registry_team WHERE name = 'default'), "
+                "'internal', 'accuracy', %s, %s, %s FROM unnest(%s) AS n "
                 "RETURNING id, name",
                 [per_model, now, now, names],
             )

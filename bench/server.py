@@ -176,9 +176,11 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 CREATE_USER = """
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
+from registry.models import Team, TeamMembership
 user = User.objects.create_user({username!r}, password={password!r})
-user.groups.add(Group.objects.get(name="contributors"))
+team = Team.objects.get_or_create(name="default")[0]
+TeamMembership.objects.create(team=team, user=user, role="contributor")
 """
 
 

@@ -372,13 +372,15 @@ def setup_people() -> tuple[str, str]:
     """An author, a reviewer and the environment; returns their two API tokens."""
     from django.contrib.auth.models import Group, User
 
-    from registry.models import Environment
+    from registry.models import Environment, Team, TeamMembership
     from registry.services.tokens import create_token
 
+    team = Team.objects.get_or_create(name="default")[0]
     author = User.objects.create_user("soak-author", password=os.urandom(8).hex())
-    author.groups.add(Group.objects.get_or_create(name="contributors")[0])
+    TeamMembership.objects.create(team=team, user=author, role="contributor")
     reviewer = User.objects.create_user("soak-reviewer", password=os.urandom(8).hex())
     reviewer.groups.add(Group.objects.get_or_create(name="reviewers")[0])
+    TeamMembership.objects.create(team=team, user=reviewer, role="viewer")
     Environment.objects.get_or_create(
         name=ENVIRONMENT,
         defaults={"required_approvals": 1, "reviewer_group": "reviewers", "gates": []},

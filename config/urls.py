@@ -37,6 +37,7 @@ urlpatterns = [
     path("api/v1/redoc/", RedocView.as_view(url_name="schema"), name="redoc"),
     path("api/v1/", include("registry.api.urls")),
     path("api/2.0/mlflow/", include("registry.mlflow.urls")),
+    path("api/3.0/mlflow/", include("registry.mlflow.permissions")),
     path("api/2.0/mlflow-artifacts/", include("registry.mlflow.artifacts")),
     path("admin/", admin.site.urls),
     path("", include("webui.urls")),

@@ -10,7 +10,7 @@ class EnvironmentAdmin(admin.ModelAdmin):
 
 @admin.register(RegisteredModel)
 class RegisteredModelAdmin(admin.ModelAdmin):
-    list_display = ["name", "owner_team", "last_version_number", "created_at"]
+    list_display = ["name", "team", "visibility", "last_version_number", "created_at"]
     search_fields = ["name", "description"]
     readonly_fields = ["last_version_number"]
 

@@ -10,16 +10,88 @@ from django.utils import timezone
 
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}\Z"  # \Z: "$" would take a final "\n"
 ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}\Z"
+TEAM_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}\Z"
 
 model_name_validator = RegexValidator(MODEL_NAME_PATTERN)
 alias_validator = RegexValidator(ALIAS_PATTERN)
+team_name_validator = RegexValidator(TEAM_NAME_PATTERN)
+
+# Where upgrades put the models that existed before teams (migration 0014).
+DEFAULT_TEAM = "default"
+
+
+class Team(models.Model):
+    """A group of people (and service accounts) that owns models."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[team_name_validator])
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TeamMembership(models.Model):
+    class Role(models.TextChoices):
+        VIEWER = "viewer"
+        CONTRIBUTOR = "contributor"
+        MAINTAINER = "maintainer"
+
+    class Source(models.TextChoices):
+        LOCAL = "local"  # granted in Modelgate by a maintainer or an admin
+        SSO = "sso"  # read from the identity provider's group claim at sign-in
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="team_memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.LOCAL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class ServiceAccount(models.Model):
+    """A user without a password, owned by a team, for CI jobs and serving deployments:
+    it acts only through its tokens, and its actions are audited under its own name."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="service_account"
+    )
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="service_accounts")
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.team})"
 
 
 class RegisteredModel(models.Model):
+    class Visibility(models.TextChoices):
+        TEAM = "team"  # the team's members, those granted access, and admins
+        INTERNAL = "internal"  # every signed-in user may read it
+
     name = models.CharField(max_length=128, unique=True, validators=[model_name_validator])
     description = models.TextField(blank=True)
     tags = models.JSONField(default=dict, blank=True)
-    owner_team = models.CharField(max_length=128, blank=True)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="models")
+    visibility = models.CharField(
+        max_length=16, choices=Visibility.choices, default=Visibility.TEAM
+    )
     # The metric charts and `metric_not_worse` gates use; empty means "the first one".
     primary_metric = models.CharField(max_length=250, blank=True)
     # Highest version number ever handed out; bumped under a row lock, never decreased.
@@ -35,6 +107,59 @@ class RegisteredModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ModelGrant(models.Model):
+    """Access to one model for another team or one user, given by its maintainers.
+    MLflow's per-model READ, EDIT and MANAGE are read, write and manage."""
+
+    class Level(models.TextChoices):
+        READ = "read"
+        WRITE = "write"
+        MANAGE = "manage"
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="grants")
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.CASCADE, related_name="model_grants"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="model_grants",
+    )
+    level = models.CharField(max_length=8, choices=Level.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(team__isnull=True) ^ models.Q(user__isnull=True),
+                name="grant_to_a_team_or_a_user",
+            ),
+            models.UniqueConstraint(
+                fields=["model", "team"],
+                condition=models.Q(team__isnull=False),
+                name="one_grant_per_model_and_team",
+            ),
+            models.UniqueConstraint(
+                fields=["model", "user"],
+                condition=models.Q(user__isnull=False),
+                name="one_grant_per_model_and_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.level} on {self.model} for {self.grantee}"
+
+    @property
+    def grantee(self) -> str:
+        return f"team {self.team.name}" if self.team_id else f"user {self.user.get_username()}"
 
 
 class ModelVersion(models.Model):
@@ -242,12 +367,26 @@ class ApiToken(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
+    # Limits on where the token acts, within its user's own access: the models of these
+    # teams and these models. Both empty: wherever its user may.
+    limit_teams = models.ManyToManyField(Team, blank=True, related_name="+")
+    limit_models = models.ManyToManyField(RegisteredModel, blank=True, related_name="+")
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.user})"
+
+    def limit_ids(self) -> tuple[frozenset[int], frozenset[int]]:
+        """(team ids, model ids) the token is limited to, read once per instance: fixed at
+        creation, so safe to keep with a cached token."""
+        if not hasattr(self, "_limit_ids"):
+            self._limit_ids = (
+                frozenset(self.limit_teams.values_list("pk", flat=True)),
+                frozenset(self.limit_models.values_list("pk", flat=True)),
+            )
+        return self._limit_ids
 
     @property
     def is_active(self) -> bool:
@@ -261,8 +400,11 @@ class Environment(models.Model):
 
     name = models.CharField(max_length=64, unique=True, validators=[alias_validator])
     description = models.TextField(blank=True)
+    # Approvals needed from members of `reviewer_group` (admins count as such), and from
+    # the maintainers of the model's team: different people, never the requester.
     required_approvals = models.PositiveSmallIntegerField(default=1)
     reviewer_group = models.CharField(max_length=150, default="reviewers")
+    maintainer_approvals = models.PositiveSmallIntegerField(default=0)
     allow_self_approval = models.BooleanField(default=False)
     gates = models.JSONField(default=list, blank=True)
     # Pickle globals ("module.name") this environment accepts beyond the scanner's own

@@ -77,12 +77,34 @@ def store_root(_test_settings) -> Path:
 # --- users and tokens ----------------------------------------------------------------
 
 
-def _make_user(username: str, groups=(), staff: bool = False):
+def default_team():
+    """The team upgrades put existing models in (created here if a flush removed it)."""
+    from registry.models import Team
+
+    return Team.objects.get_or_create(name="default")[0]
+
+
+def join_team(user, role: str, team: str = "default"):
+    """Make `user` a member of `team` (created if missing) with `role`."""
+    from registry.models import Team, TeamMembership
+
+    found = Team.objects.get_or_create(name=team)[0]
+    TeamMembership.objects.update_or_create(team=found, user=user, defaults={"role": role})
+    return found
+
+
+def _make_user(username: str, groups=(), staff: bool = False, team: str | None = "default"):
+    """A user in the Django `groups` given ("contributors" stands for the contributor role
+    in `team`); every other user is a viewer of `team`, as everyone is of the default team
+    after an upgrade. `team=None`: in no team."""
     from django.contrib.auth.models import Group, User
 
     user = User.objects.create_user(username, password=f"{username}-password-1", is_staff=staff)
     for name in groups:
-        user.groups.add(Group.objects.get_or_create(name=name)[0])
+        if name != "contributors":
+            user.groups.add(Group.objects.get_or_create(name=name)[0])
+    if team is not None and not staff:
+        join_team(user, "contributor" if "contributors" in groups else "viewer", team)
     return user
 
 

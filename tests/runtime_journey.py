@@ -43,10 +43,10 @@ import httpx
 
 ENVIRONMENT = "staging"
 PREFIX = "journey"
-USERS = {  # role -> (username, group, staff)
-    "admin": (f"{PREFIX}-admin", None, True),
-    "contributor": (f"{PREFIX}-alice", "contributors", False),
-    "reviewer": (f"{PREFIX}-bob", "reviewers", False),
+USERS = {  # role -> (username, group, staff, role in the default team)
+    "admin": (f"{PREFIX}-admin", None, True, None),
+    "contributor": (f"{PREFIX}-alice", None, False, "contributor"),
+    "reviewer": (f"{PREFIX}-bob", "reviewers", False, "viewer"),
 }
 SCOPES = {"admin": ["read", "write", "admin"], "contributor": ["read", "write"]}
 SCOPES["reviewer"] = ["read", "review"]
@@ -65,14 +65,19 @@ AGGREGATE_CODE = (
 
 
 def setup_code(password: str) -> str:
-    """Python for `server_shell`: the journey's users with `password`, in their groups."""
+    """Python for `server_shell`: the journey's users with `password`, in their groups
+    and teams."""
     users = [list(spec) for spec in USERS.values()]
     return (
         "from django.contrib.auth.models import Group, User\n"
-        f"for name, group, staff in {users!r}:\n"
+        "from registry.models import Team, TeamMembership\n"
+        "team = Team.objects.get_or_create(name='default')[0]\n"
+        f"for name, group, staff, role in {users!r}:\n"
         "    user = User.objects.get_or_create(username=name)[0]\n"
         f"    user.is_staff = staff; user.set_password({password!r}); user.save()\n"
         "    if group: user.groups.add(Group.objects.get_or_create(name=group)[0])\n"
+        "    if role: TeamMembership.objects.update_or_create(team=team, user=user, "
+        "defaults={'role': role})\n"
         "print('journey users ready')\n"
     )
 

@@ -23,6 +23,9 @@ SAMPLE_ARGS = {
     "monitor_id": "1",
     "alias": "champion",
     "token_id": "1",
+    "grant_id": "1",
+    "team": "default",
+    "username": "alice",
     "artifact_path": "modelgate/fraud/1/model.pkl",
 }
 METHODS = ["get", "post", "put", "patch", "delete", "head"]
@@ -126,7 +129,8 @@ def test_token_secret_is_shown_once_and_stored_as_a_hash(alice):
     me.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     assert me.get("/api/v1/me/").json() == {
         "username": "alice",
-        "groups": ["contributors"],
+        "groups": [],
+        "teams": {"default": "contributor"},
         "permissions": ["read"],
         "is_staff": False,
     }

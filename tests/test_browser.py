@@ -687,8 +687,9 @@ def test_the_queue_shows_each_user_what_they_may_decide(alice, bob, carol, admin
     prod = production()
     leads = Environment.objects.create(name="ml-leads", reviewer_group="leads")
     lab = Environment.objects.create(
-        name="lab", reviewer_group="contributors", allow_self_approval=True
+        name="lab", reviewer_group="lab-crew", allow_self_approval=True
     )
+    alice.groups.add(Group.objects.get_or_create(name="lab-crew")[0])
     v1, v2 = ModelVersion.objects.order_by("number")
     to_prod = Promotion.objects.create(
         model=fraud, version=v2, environment=prod, requested_by=alice

@@ -38,6 +38,8 @@ NOT_PAGES = {
     "promotion-review",
     "promotion-status",
     "token-revoke",
+    "team-change",
+    "model-access",
 }
 CARD = "# Fraud\n\n| feature | weight |\n|:--|--:|\n| age | 0.12 |\n"
 
@@ -106,6 +108,8 @@ def seeded(admin_user, alice, bob, alice_api, model):
         "webhooks": ["/settings/webhooks/"],
         "webhook": [f"/settings/webhooks/{hook.pk}/"],
         "environments": ["/settings/environments/"],
+        "teams": ["/teams/"],
+        "team": ["/teams/default/"],
         "docs": [DOCS],
         "redoc": [REDOC],
         "not-found": ["/models/no-such-model/"],

@@ -10,7 +10,7 @@ import pytest
 from registry.models import ModelVersion, RegisteredModel, VersionFile
 from registry.services import gitmirror
 
-from .conftest import sha256_of
+from .conftest import default_team, sha256_of
 
 
 def _ready_version(model: RegisteredModel, user, number: int) -> ModelVersion:
@@ -35,7 +35,7 @@ def test_a_sync_leaves_the_process_cwd_alone_while_another_thread_runs(
     alice, settings, tmp_path, monkeypatch
 ):
     settings.MODELGATE_GIT_DIR = tmp_path / "git"
-    model = RegisteredModel.objects.create(name="fraud", created_by=alice)
+    model = RegisteredModel.objects.create(name="fraud", created_by=alice, team=default_team())
     for number in (1, 2, 3):
         _ready_version(model, alice, number)
 
@@ -80,10 +80,10 @@ def test_deleting_a_model_commits_its_removal_and_keeps_its_tags(
     alice, admin_user, settings, tmp_path
 ):
     settings.MODELGATE_GIT_DIR = git_dir = tmp_path / "git"
-    model = RegisteredModel.objects.create(name="fraud", created_by=alice)
+    model = RegisteredModel.objects.create(name="fraud", created_by=alice, team=default_team())
     for number in (1, 2):
         _ready_version(model, alice, number)
-    other = RegisteredModel.objects.create(name="churn", created_by=alice)
+    other = RegisteredModel.objects.create(name="churn", created_by=alice, team=default_team())
     _ready_version(other, alice, 1)
     gitmirror.sync()
 
@@ -104,7 +104,7 @@ def test_deleting_a_model_commits_its_removal_and_keeps_its_tags(
 
     # A new model under the old name starts a new document; the old tag stays where it was.
     old_tag = git("rev-parse", "fraud@v1.0.0^{commit}")
-    again = RegisteredModel.objects.create(name="fraud", created_by=alice)
+    again = RegisteredModel.objects.create(name="fraud", created_by=alice, team=default_team())
     _ready_version(again, alice, 1)
     assert gitmirror.sync()["versions"] == 1
     assert "models/fraud/1.yaml" in git("ls-files", "models/").split()

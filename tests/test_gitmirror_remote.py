@@ -20,7 +20,7 @@ from registry.services import gitmirror, jobs
 from registry.services.promotions import request_promotion
 from workers.celery import app
 
-from .conftest import client_for, upload_version
+from .conftest import client_for, default_team, upload_version
 from .processes import Process, Worker, base_env, free_port, wait_until
 from .test_gitmirror import _ready_version
 
@@ -278,7 +278,7 @@ def test_a_new_worker_with_an_empty_directory_continues_the_remote_history(
 ):
     settings.MODELGATE_GIT_REMOTE = remote.url
     settings.MODELGATE_GIT_DIR = tmp_path / "first" / "git"
-    model = RegisteredModel.objects.create(name="fraud", created_by=alice)
+    model = RegisteredModel.objects.create(name="fraud", created_by=alice, team=default_team())
     first = _ready_version(model, alice, 1)
     _ready_version(model, alice, 2)
     # Marked as mirrored (by a local-only mirror, say): the remote's history decides.
@@ -314,7 +314,7 @@ def test_credentials_in_the_remote_url_never_reach_logs_or_job_errors(
     url = f"git://modelgate:s3cret-token@127.0.0.1:{free_port()}/registry.git"
     settings.MODELGATE_GIT_REMOTE = url
     settings.MODELGATE_GIT_DIR = tmp_path / "git"
-    model = RegisteredModel.objects.create(name="fraud", created_by=alice)
+    model = RegisteredModel.objects.create(name="fraud", created_by=alice, team=default_team())
     _ready_version(model, alice, 1)
     jobs.enqueue(gitmirror.KIND, 0)  # not published: this test's transaction never commits
 

@@ -13,7 +13,7 @@ from registry.models import Environment, ModelVersion, Promotion
 from registry.services.monitoring import aggregation, alerts
 from registry.services.tokens import create_token
 
-from .conftest import client_for, upload_version
+from .conftest import client_for, join_team, upload_version
 from .test_promotions import review, run_queued
 
 W = 60
@@ -88,11 +88,11 @@ def healthy_in(promotion: dict) -> dict:
 
 
 def deployer(model: str, username: str = "serving-bot"):
-    """A member of staging's deploy group (contributors write; the group vouches) and an
-    ingest client with its token bound to staging."""
+    """A member of staging's deploy group (a contributor of the default team writes; the
+    group vouches) and an ingest client with its token bound to staging."""
     user = User.objects.create_user(username)
-    for name in ("contributors", "staging-deployers"):
-        user.groups.add(Group.objects.get_or_create(name=name)[0])
+    user.groups.add(Group.objects.get_or_create(name="staging-deployers")[0])
+    join_team(user, "contributor")
     token, secret = create_token(user, "s", ["ingest"], model=model, environment="staging")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")

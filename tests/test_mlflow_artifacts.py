@@ -16,7 +16,7 @@ import requests
 from registry.models import ArtifactFile, Environment, Event, ModelVersion, Promotion
 from registry.storage import get_store
 
-from .conftest import ROOT, token_for, wait_for
+from .conftest import ROOT, join_team, token_for, wait_for
 from .test_mlflow import _clear_auth, as_token, error_code
 
 mlflow = pytest.importorskip("mlflow")
@@ -351,9 +351,7 @@ def test_a_pushed_mlflow_model_is_loaded_by_pyfunc_from_production(
 def test_another_users_files_cannot_be_injected_into_a_run_folder(
     live_server, monkeypatch, alice, bob, tmp_path
 ):
-    from django.contrib.auth.models import Group
-
-    bob.groups.add(Group.objects.get_or_create(name="contributors")[0])  # a fellow contributor
+    join_team(bob, "contributor")  # a fellow contributor
     """The attack that once worked: bob PUTs an MLmodel and a pickle into alice's run folder,
     and alice's create_model_version from it takes them, credited to her."""
     mine, theirs = tmp_path / "w.bin", tmp_path / "evil.pkl"

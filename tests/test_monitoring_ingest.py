@@ -209,7 +209,9 @@ def test_an_ingest_token_cannot_write_for_another_model_or_environment(alice_api
 
 
 def test_a_token_stops_working_when_its_owner_can_no_longer_write(alice, ingest):
-    alice.groups.clear()
+    from registry.models import TeamMembership
+
+    TeamMembership.objects.filter(user=alice).update(role="viewer")
     response = post(ingest, PREDICTIONS, [record(1)])
     assert response.status_code == 403
     assert not PredictionRecord.objects.exists()

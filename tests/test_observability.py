@@ -22,6 +22,7 @@ from registry.models import (
 )
 
 from . import monitoring_pages_support as support
+from .conftest import default_team
 from .processes import Web, Worker, base_env, wait_until
 
 LABELS = (("environment", "staging"), ("model", "fraud"))
@@ -85,7 +86,7 @@ def test_metrics_report_jobs_per_kind_and_state_from_real_rows():
 
 @pytest.mark.django_db
 def test_promotion_latency_is_measured_from_approval_to_promoted(bob):
-    model = RegisteredModel.objects.create(name="fraud")
+    model = RegisteredModel.objects.create(name="fraud", team=default_team())
     staging = Environment.objects.create(name="staging", required_approvals=0)
     production = Environment.objects.create(name="production")
     now = timezone.now()

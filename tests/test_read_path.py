@@ -7,7 +7,6 @@ from datetime import timedelta
 import httpx
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Group
 from django.test import RequestFactory
 from django.utils import timezone
 from rest_framework import serializers
@@ -15,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.test import APIClient
 
 from registry.api.serializers import VersionDetailSerializer, VersionSummarySerializer
-from registry.models import ApiToken, ModelVersion
+from registry.models import ApiToken, ModelVersion, TeamMembership
 from registry.services import queries, tokens
 from registry.services.versions import read_version
 
@@ -63,8 +62,8 @@ def _request():
     return Request(RequestFactory().get("/api/v1/models/fraud/versions/1/"))
 
 
-def test_the_detail_is_exactly_what_drfs_generic_serializer_gives(versions):
-    version = read_version(versions, "1")
+def test_the_detail_is_exactly_what_drfs_generic_serializer_gives(versions, alice):
+    version = read_version(alice, versions, "1")
     serializer = VersionDetailSerializer(version, context={"request": _request()})
     generic = serializers.ModelSerializer.to_representation(serializer, version)
     assert serializer.data == generic
@@ -86,15 +85,17 @@ def test_a_summary_is_exactly_what_drfs_generic_serializer_gives(versions):
 def test_a_version_read_takes_two_queries(versions, alice_api, ref, django_assert_num_queries):
     url = f"/api/v1/models/{versions}/versions/{ref}/"
     assert alice_api.get(url).status_code == 200  # the token lookup is now cached
-    with django_assert_num_queries(2):  # version + model + creator, then aliases + files
+    # version + model + creator + the caller's access to the model, then aliases + files
+    with django_assert_num_queries(2):
         body = alice_api.get(url).json()
     assert body["version"] == (2 if ref == "latest" else 1)
 
 
-def test_a_list_page_takes_two_queries(versions, alice_api, django_assert_num_queries):
+def test_a_list_page_takes_three_queries(versions, alice_api, django_assert_num_queries):
     url = f"/api/v1/models/{versions}/versions/?tag=team:risk&metric=accuracy>0.9"
     assert alice_api.get(url).status_code == 200
-    with django_assert_num_queries(2):  # versions (with model and creator), aliases
+    # the model with the caller's access to it, versions (with model and creator), aliases
+    with django_assert_num_queries(3):
         body = alice_api.get(url).json()
     assert [v["version"] for v in body["results"]] == [1]
     assert body["results"][0]["aliases"] == ["candidate", "champion"]
@@ -143,7 +144,7 @@ def test_a_cached_token_still_stops_at_once_when_revoked_or_its_user_changes(ali
 
     client = client_for(alice)
     assert client.post("/api/v1/models/", {"name": "a"}, format="json").status_code == 201
-    alice.groups.remove(Group.objects.get(name="contributors"))  # no longer may write
+    TeamMembership.objects.filter(user=alice).update(role="viewer")  # no longer may write
     assert client.post("/api/v1/models/", {"name": "b"}, format="json").status_code == 403
     assert client.get("/api/v1/models/").status_code == 200
     alice.is_active = False

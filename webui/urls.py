@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import browse, monitoring, reviews, settings_pages, upload, versions
+from .views import browse, monitoring, reviews, settings_pages, teams, upload, versions
 
 app_name = "webui"
 
@@ -16,6 +16,11 @@ urlpatterns = [
     path("models/<str:name>/", browse.model_detail, name="model"),
     path("models/<str:name>/compare/", browse.compare, name="compare"),
     path("audit/", browse.audit_log, name="audit"),
+    # teams.py: teams, and who may reach a model
+    path("teams/", teams.team_index, name="teams"),
+    path("teams/<str:name>/", teams.team_detail, name="team"),
+    path("teams/<str:name>/change/", teams.team_change, name="team-change"),
+    path("models/<str:name>/access/", teams.model_access, name="model-access"),
     # versions.py: the version page and its live status, requesting a promotion
     path("models/<str:name>/versions/<int:number>/", versions.version_detail, name="version"),
     path(

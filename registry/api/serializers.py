@@ -63,18 +63,23 @@ class ModelCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=128)
     description = serializers.CharField(required=False, allow_blank=True)
     tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
-    owner_team = serializers.CharField(required=False, allow_blank=True)
+    team = serializers.CharField(
+        required=False, help_text="The owning team; needed when you write to several."
+    )
+    visibility = serializers.ChoiceField(["team", "internal"], required=False)
     primary_metric = serializers.CharField(required=False, allow_blank=True)
 
 
 class ModelUpdateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
-    owner_team = serializers.CharField(required=False, allow_blank=True)
+    team = serializers.CharField(required=False, help_text="Maintainers only: hand it over.")
+    visibility = serializers.ChoiceField(["team", "internal"], required=False)
     primary_metric = serializers.CharField(required=False, allow_blank=True)
 
 
 class RegisteredModelSerializer(serializers.ModelSerializer):
+    team = serializers.SlugRelatedField(slug_field="name", read_only=True)
     latest_version = serializers.SerializerMethodField()
     aliases = serializers.SerializerMethodField()
     created_by = serializers.SerializerMethodField()
@@ -85,7 +90,8 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
             "name",
             "description",
             "tags",
-            "owner_team",
+            "team",
+            "visibility",
             "primary_metric",
             "latest_version",
             "aliases",
@@ -105,6 +111,42 @@ class RegisteredModelSerializer(serializers.ModelSerializer):
 
     def get_created_by(self, obj) -> str | None:
         return _username(obj.created_by)
+
+
+class GrantSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    team = serializers.CharField(source="team.name", default=None)
+    user = serializers.CharField(source="user.username", default=None)
+    level = serializers.ChoiceField(["read", "write", "manage"])
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class TeamSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField(required=False, allow_blank=True)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class TeamUpdateSerializer(serializers.Serializer):
+    description = serializers.CharField(allow_blank=True)
+
+
+class MembershipSerializer(serializers.Serializer):
+    user = serializers.CharField(source="user.username")
+    role = serializers.ChoiceField(["viewer", "contributor", "maintainer"])
+    source = serializers.CharField(read_only=True)
+    service_account = serializers.SerializerMethodField()
+
+    def get_service_account(self, obj) -> bool:
+        return hasattr(obj.user, "service_account")
+
+
+class ServiceAccountSerializer(serializers.Serializer):
+    user = serializers.CharField(source="user.username", read_only=True)
+    name = serializers.CharField(write_only=True)
+    role = serializers.ChoiceField(["viewer", "contributor", "maintainer"], required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    created_at = serializers.DateTimeField(read_only=True)
 
 
 # --- versions ------------------------------------------------------------------------
@@ -385,10 +427,22 @@ class TokenCreateSerializer(serializers.Serializer):
     environment = serializers.CharField(
         required=False, help_text="The one environment an ingest token writes for."
     )
+    teams = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Act only on these teams' models."
+    )
+    models = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Act only on these models."
+    )
 
 
 class TokenSerializer(serializers.ModelSerializer):
     model = serializers.SerializerMethodField()
+    teams = serializers.SlugRelatedField(
+        source="limit_teams", slug_field="name", many=True, read_only=True
+    )
+    models = serializers.SlugRelatedField(
+        source="limit_models", slug_field="name", many=True, read_only=True
+    )
 
     class Meta:
         model = ApiToken
@@ -403,6 +457,8 @@ class TokenSerializer(serializers.ModelSerializer):
             "model",
             "environment",
             "parent",
+            "teams",
+            "models",
         ]
 
     @extend_schema_field(serializers.CharField(allow_null=True))
@@ -423,6 +479,7 @@ class TokenCreatedSerializer(TokenSerializer):
 class MeSerializer(serializers.Serializer):
     username = serializers.CharField()
     groups = serializers.ListField(child=serializers.CharField())
+    teams = serializers.DictField(child=serializers.CharField(), help_text="team: role")
     permissions = serializers.ListField(child=serializers.CharField())
     is_staff = serializers.BooleanField()
 
@@ -451,8 +508,13 @@ class GateSerializer(serializers.Serializer):
 class EnvironmentSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
-    required_approvals = serializers.IntegerField()
+    required_approvals = serializers.IntegerField(
+        help_text="Approvals needed from members of reviewer_group (or admins)."
+    )
     reviewer_group = serializers.CharField()
+    maintainer_approvals = serializers.IntegerField(
+        help_text="Approvals needed from maintainers of the model's team."
+    )
     allow_self_approval = serializers.BooleanField()
     gates = serializers.ListField(child=serializers.DictField())
     allowed_globals = serializers.ListField(child=serializers.CharField())
@@ -466,6 +528,7 @@ class EnvironmentWriteSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     required_approvals = serializers.IntegerField(required=False, min_value=0, max_value=10)
     reviewer_group = serializers.CharField(required=False)
+    maintainer_approvals = serializers.IntegerField(required=False, min_value=0, max_value=10)
     allow_self_approval = serializers.BooleanField(required=False)
     gates = GateSerializer(many=True, required=False)
     allowed_globals = serializers.ListField(child=serializers.CharField(), required=False)

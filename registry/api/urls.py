@@ -1,6 +1,16 @@
 from django.urls import path
 
-from .views import aliases, auth, events, models, monitoring, promotions, versions, webhooks
+from .views import (
+    aliases,
+    auth,
+    events,
+    models,
+    monitoring,
+    promotions,
+    teams,
+    versions,
+    webhooks,
+)
 
 app_name = "api"
 
@@ -13,6 +23,12 @@ urlpatterns = [
     path("admin/rescan/", versions.Rescan.as_view(), name="admin-rescan"),
     path("models/", models.ModelList.as_view(), name="models"),
     path("models/<str:name>/", models.ModelDetail.as_view(), name="model"),
+    path("models/<str:name>/grants/", models.ModelGrants.as_view(), name="model-grants"),
+    path(
+        "models/<str:name>/grants/<int:grant_id>/",
+        models.ModelGrantDetail.as_view(),
+        name="model-grant",
+    ),
     path("models/<str:name>/versions/", versions.VersionList.as_view(), name="versions"),
     path(version, versions.VersionDetail.as_view(), name="version"),
     path(version + "finalize/", versions.VersionFinalize.as_view(), name="version-finalize"),
@@ -41,6 +57,18 @@ urlpatterns = [
         "promotions/<int:promotion_id>/cancel/",
         promotions.PromotionCancel.as_view(),
         name="promotion-cancel",
+    ),
+    path("teams/", teams.TeamList.as_view(), name="teams"),
+    path("teams/<str:team>/", teams.TeamDetail.as_view(), name="team"),
+    path(
+        "teams/<str:team>/members/<str:username>/",
+        teams.TeamMember.as_view(),
+        name="team-member",
+    ),
+    path(
+        "teams/<str:team>/service-accounts/",
+        teams.TeamServiceAccounts.as_view(),
+        name="team-service-accounts",
     ),
     path("webhooks/", webhooks.WebhookList.as_view(), name="webhooks"),
     path("webhooks/<int:webhook_id>/", webhooks.WebhookDetail.as_view(), name="webhook"),

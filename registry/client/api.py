@@ -266,13 +266,24 @@ class Client:
         return self._json("GET", f"models/{_segment(name)}/")
 
     def create_model(
-        self, name: str, description: str | None = None, tags: dict[str, str] | None = None
+        self,
+        name: str,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        team: str | None = None,
+        visibility: str | None = None,
     ) -> dict[str, Any]:
+        """`team` is needed when you write in several teams; `visibility` is "team" (the
+        default) or "internal"."""
         body: dict[str, Any] = {"name": name}
-        if description is not None:
-            body["description"] = description
-        if tags:
-            body["tags"] = tags
+        for key, value in (
+            ("description", description),
+            ("tags", tags or None),
+            ("team", team),
+            ("visibility", visibility),
+        ):
+            if value is not None:
+                body[key] = value
         return self._json("POST", "models/", json=body)
 
     # --- versions --------------------------------------------------------------------

@@ -313,15 +313,27 @@ def models_ls(session: Session, as_json: bool) -> None:
     metavar="KEY=VALUE",
     help="A tag; repeat for more.",
 )
+@click.option("--team", help="The owning team (needed when you write in several).")
+@click.option(
+    "--visibility",
+    type=click.Choice(["team", "internal"]),
+    help="Who may read it: the team (default) or everyone signed in.",
+)
 @click.option("--exist-ok", is_flag=True, help="Succeed if the model already exists.")
 @pass_session
 def models_create(
-    session: Session, name: str, description: str | None, tags: dict[str, str], exist_ok: bool
+    session: Session,
+    name: str,
+    description: str | None,
+    tags: dict[str, str],
+    team: str | None,
+    visibility: str | None,
+    exist_ok: bool,
 ) -> None:
     """Create a model."""
     client = session.client()
     try:
-        created = client.create_model(name, description, tags or None)
+        created = client.create_model(name, description, tags or None, team, visibility)
     except ClientError as exc:
         if not (exist_ok and exc.status == 409):
             raise

@@ -115,12 +115,12 @@ def write(handler):
     return (access.WRITE, handler)
 
 
-def _model(name: str) -> RegisteredModel:
-    return registered_models.get_model(name)
+def _model(call: Call, name: str) -> RegisteredModel:
+    return registered_models.get_model(call.user, name)
 
 
 def _version(call: Call) -> ModelVersion:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     number = call.get("version")
     if isinstance(number, int) and not isinstance(number, bool):
         number = str(number)
@@ -247,11 +247,21 @@ def _order(call: Call, allowed: dict[str, str], default: list[str]) -> list[str]
 # --- registered models ---------------------------------------------------------------
 
 
+# Tags that place a model created through MLflow, which has no such fields of its own.
+TEAM_TAG, VISIBILITY_TAG = "modelgate.team", "modelgate.visibility"
+
+
 def create_registered_model(call: Call) -> dict:
     tags = _tags_dict(call.get("tags"))
+    team, visibility = tags.pop(TEAM_TAG, None), tags.pop(VISIBILITY_TAG, "team")
     try:
         model = registered_models.create_model(
-            call.user, call.required("name"), description=call.get("description") or "", tags=tags
+            call.user,
+            call.required("name"),
+            description=call.get("description") or "",
+            tags=tags,
+            team=team,
+            visibility=visibility,
         )
     except Conflict as error:
         raise MlflowError(RESOURCE_ALREADY_EXISTS, error.message) from None
@@ -267,11 +277,11 @@ def _tags_dict(tags) -> dict:
 
 
 def get_registered_model(call: Call) -> dict:
-    return {"registered_model": shapes.registered_model(_model(call.required("name")))}
+    return {"registered_model": shapes.registered_model(_model(call, call.required("name")))}
 
 
 def rename_registered_model(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     try:
         model = registered_models.rename_model(model, call.user, call.required("new_name"))
     except Conflict as error:
@@ -281,7 +291,7 @@ def rename_registered_model(call: Call) -> dict:
 
 
 def update_registered_model(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     if "description" in call.params:
         model = registered_models.update_model(
             model, call.user, description=call.get("description") or ""
@@ -290,7 +300,7 @@ def update_registered_model(call: Call) -> dict:
 
 
 def delete_registered_model(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     if access.ADMIN not in call.scopes:
         raise MlflowError(PERMISSION_DENIED, "Only an administrator may delete a model.")
     try:
@@ -315,7 +325,9 @@ def search_registered_models(call: Call) -> dict:
         },
         ["name"],
     )
-    queryset = RegisteredModel.objects.select_related("created_by").order_by(*order)
+    queryset = access.visible(
+        call.user, RegisteredModel.objects.select_related("created_by").order_by(*order), "pk"
+    )
     for key, op, value in clauses:
         if key == "name" and op == "=":
             queryset = queryset.filter(name=value)
@@ -334,7 +346,7 @@ def search_registered_models(call: Call) -> dict:
 
 
 def get_latest_versions(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     stages = call.get("stages") or []
     if stages and not any(str(s).lower() == "none" for s in stages):
         return {"model_versions": []}
@@ -343,14 +355,14 @@ def get_latest_versions(call: Call) -> dict:
 
 
 def set_registered_model_tag(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     key, value = call.required("key"), call.get("value", "")
     registered_models.update_model(model, call.user, tags={**model.tags, key: value})
     return {}
 
 
 def delete_registered_model_tag(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     key = call.required("key")
     if key not in model.tags:
         raise MlflowError(
@@ -378,7 +390,7 @@ def update_model_version(call: Call) -> dict:
 
 
 def create_model_version(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     fields = {"description": call.get("description") or "", "tags": _tags_dict(call.get("tags"))}
     lineage = {"run_id": call.get("run_id"), "run_url": call.get("run_link")}
     fields["lineage"] = {key: str(value) for key, value in lineage.items() if value}
@@ -440,10 +452,11 @@ def search_model_versions(call: Call) -> dict:
         },
         ["model__name", "-number"],
     )
-    queryset = (
+    queryset = access.visible(
+        call.user,
         ModelVersion.objects.select_related("model", "created_by")
         .prefetch_related("aliases")
-        .order_by(*order)
+        .order_by(*order),
     )
     for key, op, value in clauses:
         if key == "name" and op == "=":
@@ -503,7 +516,7 @@ def _protected(name: str) -> MlflowError:
 
 
 def set_registered_model_alias(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     alias = call.required("alias")
     version = call.get("version")
     if isinstance(version, str) and version.isascii() and version.isdigit():
@@ -520,7 +533,7 @@ def set_registered_model_alias(call: Call) -> dict:
 
 
 def delete_registered_model_alias(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     alias = call.required("alias")
     if is_protected(alias):
         raise _protected(alias)
@@ -529,7 +542,7 @@ def delete_registered_model_alias(call: Call) -> dict:
 
 
 def get_model_version_by_alias(call: Call) -> dict:
-    model = _model(call.required("name"))
+    model = _model(call, call.required("name"))
     alias = call.required("alias")
     found = model.aliases.select_related("version__model", "version__created_by").filter(name=alias)
     found = found.first()

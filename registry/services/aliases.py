@@ -10,7 +10,6 @@ from . import access, validation
 from .environments import is_protected
 from .events import record_event
 from .locking import for_update
-from .registered_models import require
 
 
 def set_alias(
@@ -22,7 +21,7 @@ def set_alias(
     expected_version: int | None = None,
 ) -> Alias:
     """Point `name` at a ready version; with `expected_version`, only if it has not moved."""
-    require(user, access.WRITE)
+    access.require_model(user, model, access.WRITE)
     validation.alias_name(name)
     if is_protected(name):
         raise Conflict(
@@ -72,7 +71,7 @@ def _move(model, user, name, version_number, expected_version) -> Alias:
 
 
 def delete_alias(model: RegisteredModel, user, name: str) -> None:
-    require(user, access.WRITE)
+    access.require_model(user, model, access.WRITE)
     if is_protected(name):
         raise Conflict(f"'{name}' is a protected environment: use a promotion.", {"alias": name})
     with transaction.atomic():

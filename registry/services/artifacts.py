@@ -25,7 +25,6 @@ from registry.storage import BlobInfo, get_store, validate_file_path
 
 from . import access, versions
 from .events import record_event
-from .registered_models import require
 
 VERSIONS_ROOT = "modelgate"
 
@@ -59,8 +58,9 @@ def clean_path(path: str, *, root_ok: bool = False) -> str:
 # --- version files, seen as artifacts ---------------------------------------------------
 
 
-def _version_at(path: str) -> tuple[ModelVersion, str] | None:
-    """(version, path inside it) for `modelgate/<model>/<n>[/...]`, None for other paths."""
+def _version_at(path: str, user) -> tuple[ModelVersion, str] | None:
+    """(version, path inside it) for `modelgate/<model>/<n>[/...]`, None for other paths;
+    NotFound unless `user` may read the model."""
     parts = path.split("/")
     if parts[0] != VERSIONS_ROOT or len(parts) < 3:
         return None
@@ -72,7 +72,7 @@ def _version_at(path: str) -> tuple[ModelVersion, str] | None:
         .select_related("model")
         .first()
     )
-    if version is None:
+    if version is None or not access.can(user, version.model, access.READ):
         raise NotFound(f"Version {number} of model '{name}' does not exist.", {"path": path})
     return version, rest
 
@@ -124,7 +124,7 @@ def list_artifacts(path: str, user) -> list[Entry]:
     in_versions_root = path.startswith(f"{VERSIONS_ROOT}/") and path.count("/") == 1
     if path in ("", VERSIONS_ROOT) or in_versions_root:
         return _root_listing(path, user)
-    found = _version_at(path)
+    found = _version_at(path, user)
     if found:
         version, inside = found
         return _listing(_version_blobs(version), inside)
@@ -136,16 +136,17 @@ def _root_listing(path: str, user) -> list[Entry]:
         staged = _listing(_staged_blobs("", user), "")
         return sorted([Entry(VERSIONS_ROOT, True), *staged], key=lambda e: e.name)
     if path == VERSIONS_ROOT:
-        names = RegisteredModel.objects.order_by("name").values_list("name", flat=True)
+        names = access.visible_models(user).order_by("name").values_list("name", flat=True)
         return [Entry(name, True) for name in names]
-    numbers = ModelVersion.objects.filter(model__name=path.split("/")[1]).order_by("number")
+    readable = access.visible(user, ModelVersion.objects.filter(model__name=path.split("/")[1]))
+    numbers = readable.order_by("number")
     return [Entry(str(n), True) for n in numbers.values_list("number", flat=True)]
 
 
 def find_file(path: str, user) -> Blob:
     """The blob behind one artifact file, or NotFound (PermissionDenied: quarantined)."""
     path = clean_path(path)
-    found = _version_at(path)
+    found = _version_at(path, user)
     if found:
         version, inside = found
         versions.require_downloadable(version, user, allow_quarantined=False)
@@ -161,7 +162,8 @@ def find_file(path: str, user) -> Blob:
 
 def upload_artifact(user, path: str, stream: BinaryIO) -> ArtifactFile:
     """Store one file at `path`, streamed and hashed; the same bytes twice is a no-op."""
-    require(user, access.WRITE)
+    if access.WRITE not in access.role_scopes(user):  # someone who may write to a model
+        raise PermissionDenied("Your role does not allow uploading artifacts.")
     path = clean_path(path)
     if path == VERSIONS_ROOT or path.startswith(f"{VERSIONS_ROOT}/"):
         raise PermissionDenied(
@@ -253,7 +255,7 @@ def resolve_source(source: object, user) -> list[tuple[str, BlobInfo, int | None
             "models:/<model>/<version>; server paths and other URLs are never read.",
             {"source": source},
         )
-    found = _version_at(path)
+    found = _version_at(path, user)
     if found:
         version, prefix = found
         if version.state == ModelVersion.State.QUARANTINED:
@@ -306,7 +308,7 @@ def create_version_from_source(
     model: RegisteredModel, user, source: str, fields: dict
 ) -> ModelVersion:
     """A new version of `model` holding the files `source` names (no bytes are copied)."""
-    require(user, access.WRITE)
+    access.require_model(user, model, access.WRITE)
     found = resolve_source(source, user)
     lineage = {**fields.pop("lineage", {}), "source": source}
     blobs = [(path, blob) for path, blob, _ in found]

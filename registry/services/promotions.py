@@ -10,13 +10,12 @@ from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from registry.models import Alias, Environment, ModelVersion, Promotion, Review
+from registry.models import Alias, Environment, ModelVersion, Promotion, Review, TeamMembership
 
 from . import access, gates, jobs, validation
 from .events import record_event
 from .gitmirror import request_sync
 from .locking import for_update
-from .registered_models import require
 
 KIND = "promote"
 State = Promotion.State
@@ -29,13 +28,14 @@ def get_environment(name: str) -> Environment:
         raise NotFound(f"Environment '{name}' does not exist.", {"environment": name}) from None
 
 
-def get_promotion(promotion_id: int) -> Promotion:
+def get_promotion(user, promotion_id: int) -> Promotion:
+    """The promotion, if `user` may read its model (else it does not exist for them)."""
     promotion = (
-        Promotion.objects.select_related("model", "version", "environment", "requested_by")
+        Promotion.objects.select_related("model__team", "version", "environment", "requested_by")
         .filter(pk=promotion_id)
         .first()
     )
-    if promotion is None:
+    if promotion is None or not access.can(user, promotion.model, access.READ):
         raise NotFound(f"Promotion {promotion_id} does not exist.")
     return promotion
 
@@ -50,6 +50,7 @@ ENV_FIELDS = {
     "gates",
     "allowed_globals",
     "deploy_group",
+    "maintainer_approvals",
 }
 
 
@@ -77,6 +78,11 @@ def _clean_policy(data: dict) -> dict:
         clean["allowed_globals"] = gates.validate_allowed_globals(data["allowed_globals"])
     if "deploy_group" in data:
         clean["deploy_group"] = validation.text(data["deploy_group"], "deploy_group", 150)
+    if "maintainer_approvals" in data:
+        value = data["maintainer_approvals"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+            raise InvalidInput("'maintainer_approvals' must be between 0 and 10.")
+        clean["maintainer_approvals"] = value
     return clean
 
 
@@ -119,7 +125,7 @@ def update_environment(user, environment: Environment, data: dict) -> Environmen
 def request_promotion(
     version: ModelVersion, user, environment_name: str, comment: str = ""
 ) -> Promotion:
-    require(user, access.WRITE)
+    access.require_model(user, version.model, access.WRITE)
     comment = validation.text(comment, "comment", 5000)
     environment = get_environment(environment_name)
     with transaction.atomic():
@@ -173,7 +179,7 @@ def request_promotion(
                     "reason": promotion.status_reason,
                 },
             )
-        elif environment.required_approvals == 0:
+        elif environment.required_approvals == 0 and environment.maintainer_approvals == 0:
             _approve(promotion, user)
     return promotion
 
@@ -201,19 +207,62 @@ def _approve(promotion: Promotion, actor) -> None:
     jobs.enqueue(KIND, promotion.pk)
 
 
+def _counts_as(user, promotion: Promotion) -> set[str]:
+    """Which of the policy's approvals `user` may give: "reviewer" (a member of the
+    environment's reviewer group, or an admin) and/or "maintainer" (of the model's team)."""
+    environment, roles = promotion.environment, set()
+    if environment.required_approvals and (
+        access.is_member(user, environment.reviewer_group) or access.is_admin(user)
+    ):
+        roles.add("reviewer")
+    if environment.maintainer_approvals and (
+        access.team_roles(user).get(promotion.model.team_id) == TeamMembership.Role.MAINTAINER
+    ):
+        roles.add("maintainer")
+    return roles
+
+
 def may_review(user, promotion: Promotion) -> bool:
-    """Whether the environment's policy lets `user` review this promotion at all."""
-    environment = promotion.environment
-    if not (access.is_member(user, environment.reviewer_group) or access.is_admin(user)):
+    """Whether the environment's policy lets `user` review this promotion at all: they can
+    read the model and give one of its approvals, and did not request it (four eyes)."""
+    if not _counts_as(user, promotion) or not access.can(user, promotion.model, access.READ):
         return False
-    return promotion.requested_by_id != user.pk or environment.allow_self_approval
+    return promotion.requested_by_id != user.pk or promotion.environment.allow_self_approval
+
+
+def approvals_met(promotion: Promotion, approvers: list) -> bool:
+    """Whether these approvers (distinct people) cover the policy: `required_approvals`
+    reviewers and `maintainer_approvals` maintainers, nobody counted twice."""
+    environment = promotion.environment
+    need_r, need_m = environment.required_approvals, environment.maintainer_approvals
+    kinds = [_counts_as(user, promotion) for user in approvers]
+    only_r = sum(k == {"reviewer"} for k in kinds)
+    only_m = sum(k == {"maintainer"} for k in kinds)
+    both = sum(k == {"reviewer", "maintainer"} for k in kinds)
+    # Hall's condition for two buckets: each alone, and both together, can be filled.
+    return (
+        only_r + both >= need_r
+        and only_m + both >= need_m
+        and only_r + only_m + both >= need_r + need_m
+    )
 
 
 def reviewable_by(user) -> QuerySet:
     """Pending promotions `user` may still decide: `may_review`, as a query."""
-    queryset = Promotion.objects.filter(state=State.PENDING)
+    queryset = access.visible(user, Promotion.objects.filter(state=State.PENDING))
     if not access.is_admin(user):
-        queryset = queryset.filter(environment__reviewer_group__in=access.user_groups(user))
+        maintained = [
+            team
+            for team, role in access.team_roles(user).items()
+            if role == TeamMembership.Role.MAINTAINER
+        ]
+        queryset = queryset.filter(
+            Q(
+                environment__reviewer_group__in=access.user_groups(user),
+                environment__required_approvals__gt=0,
+            )
+            | Q(model__team_id__in=maintained, environment__maintainer_approvals__gt=0)
+        )
     return queryset.exclude(
         Q(requested_by=user) & Q(environment__allow_self_approval=False)
     ).exclude(reviews__reviewer=user)
@@ -235,9 +284,11 @@ def review_promotion(promotion: Promotion, user, decision: str, comment: str) ->
         if not may_review(user, promotion):
             if promotion.requested_by_id == user.pk:
                 raise PermissionDenied("You requested this promotion; someone else must review it.")
+            who = [f"members of '{environment.reviewer_group}'"] * bool(
+                environment.required_approvals
+            ) + ["maintainers of the model's team"] * bool(environment.maintainer_approvals)
             raise PermissionDenied(
-                f"Only members of '{environment.reviewer_group}' may review "
-                f"promotions to {environment.name}."
+                f"Only {' or '.join(who) or 'nobody'} may review promotions to {environment.name}."
             )
         if promotion.state != State.PENDING:
             raise Conflict(
@@ -267,11 +318,15 @@ def review_promotion(promotion: Promotion, user, decision: str, comment: str) ->
         if decision == Review.Decision.REJECT:
             reason = f"Rejected by {user.get_username()}: {comment}"
             _transition(promotion, State.REJECTED, user, reason)
-        elif (
-            promotion.reviews.filter(decision=Review.Decision.APPROVE).count()
-            >= environment.required_approvals
-        ):
-            _approve(promotion, user)
+        else:
+            approvers = [
+                review.reviewer
+                for review in promotion.reviews.filter(
+                    decision=Review.Decision.APPROVE, reviewer__isnull=False
+                ).select_related("reviewer")
+            ]
+            if approvals_met(promotion, approvers):
+                _approve(promotion, user)
     return promotion
 
 

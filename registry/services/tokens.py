@@ -15,9 +15,10 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
 from registry.errors import InvalidInput, NotFound, PermissionDenied
-from registry.models import ApiToken
+from registry.models import ApiToken, ModelGrant, TeamMembership
 
 from . import access, validation
+from . import teams as teams_service
 from .events import record_event
 from .registered_models import get_model
 
@@ -40,11 +41,9 @@ def _ingest_binding(user, scopes: list[str], model, environment) -> tuple:
             "ingest tokens only.",
             {"allowed": [INGEST]},
         )
-    if access.WRITE not in access.role_scopes(user):
-        raise PermissionDenied("Only contributors may create ingest tokens.")
     if model is None:
         raise InvalidInput("An ingest token needs the 'model' it writes records for.")
-    found = get_model(validation.model_name(model))
+    found = get_model(user, validation.model_name(model), access.WRITE)
     if environment is not None:
         environment = validation.alias_name(environment, "Environment")
     return found, environment or ""
@@ -67,6 +66,37 @@ def _within_parent(parent: ApiToken, scopes: list[str] | None) -> list[str]:
             {"parent_scopes": sorted(parent.scopes)},
         )
     return scopes
+
+
+def _limits(user, teams, models, parent: ApiToken | None) -> tuple[list, list]:
+    """The teams and models a token is limited to: named ones the user belongs to or may
+    write to, within its parent's limits; unnamed, its parent's (if any)."""
+    for value, field in ((teams, "teams"), (models, "models")):
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+        ):
+            raise InvalidInput(f"'{field}' must be a list of names.")
+    found_teams = [teams_service.get_team(name) for name in dict.fromkeys(teams or [])]
+    for team in found_teams:
+        if team.pk not in access.team_roles(user) and not access.is_admin(user):
+            raise PermissionDenied(f"You are not a member of team '{team.name}'.")
+    found_models = [
+        get_model(user, validation.model_name(name)) for name in dict.fromkeys(models or [])
+    ]
+    teams_in, models_in = parent.limit_ids() if parent is not None else ((), ())
+    if not teams_in and not models_in:
+        return found_teams, found_models
+    if not found_teams and not found_models:
+        return list(parent.limit_teams.all()), list(parent.limit_models.all())
+    outside = [t.name for t in found_teams if t.pk not in teams_in] + [
+        m.name for m in found_models if m.pk not in models_in and m.team_id not in teams_in
+    ]
+    if outside:
+        raise PermissionDenied(
+            f"A token cannot reach beyond its own limits: {', '.join(outside)}.",
+            {"outside": outside},
+        )
+    return found_teams, found_models
 
 
 def _expiry(days, parent: ApiToken | None):
@@ -94,12 +124,15 @@ def create_token(
     model: str | None = None,
     environment: str | None = None,
     parent: ApiToken | None = None,
+    teams: list[str] | None = None,
+    models: list[str] | None = None,
 ) -> tuple[ApiToken, str]:
     """Returns the token and its secret; the secret is not kept and cannot be shown again.
 
     With `scopes=["ingest"]` the token is bound to `model` (and `environment`, if given).
     `parent` is the token the request came with, if it was not a password or session: the
-    new token is bounded by it and recorded as its child."""
+    new token is bounded by it and recorded as its child. `teams` and `models` limit where
+    it acts (see access.py)."""
     granted = access.role_scopes(user)
     if not granted:
         raise PermissionDenied("Inactive users cannot create tokens.")
@@ -129,6 +162,7 @@ def create_token(
                 f"Your role does not grant: {', '.join(sorted(beyond))}.",
                 {"granted": sorted(granted)},
             )
+    limit_teams, limit_models = _limits(user, teams, models, parent)
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     with transaction.atomic():
         if parent is not None:  # locked: a revocation running now finishes first, or waits
@@ -147,7 +181,12 @@ def create_token(
             environment=bound_environment,
             parent=parent,
         )
+        token.limit_teams.set(limit_teams)
+        token.limit_models.set(limit_models)
         data = {"token_id": token.pk, "name": token.name, "scopes": token.scopes}
+        if limit_teams or limit_models:
+            data["teams"] = [t.name for t in limit_teams]
+            data["models"] = [m.name for m in limit_models]
         if parent is not None:
             data["parent_id"] = parent.pk
         if bound_model is not None:
@@ -158,9 +197,10 @@ def create_token(
 
 # Recent lookups, per process: (valid until, token with its user, the user's groups), by
 # the sha256 of the presented token. A hit costs no query. Expiry is checked on every
-# request; revoking a token or changing a user or their groups empties the cache of the
-# process that made the change at once (signals below), and other processes within
-# CACHE_SECONDS. Failed lookups are never cached.
+# request; revoking a token or changing a user, their groups, teams or grants empties the
+# cache of the process that made the change at once (signals below), and other processes
+# within CACHE_SECONDS; what the token may do with a model is decided live in any case
+# (access.py). Failed lookups are never cached.
 CACHE_SECONDS = 2.0
 _recent: dict[str, tuple[float, ApiToken, frozenset[str]]] = {}
 
@@ -178,12 +218,18 @@ post_delete.connect(forget_cached_tokens, sender=Group, dispatch_uid="tokens-cac
 m2m_changed.connect(
     forget_cached_tokens, sender=get_user_model().groups.through, dispatch_uid="tokens-cache-m2m"
 )
+for _model in (TeamMembership, ModelGrant):  # they change what a role allows
+    post_save.connect(forget_cached_tokens, sender=_model, dispatch_uid=f"tokens-{_model}-s")
+    post_delete.connect(forget_cached_tokens, sender=_model, dispatch_uid=f"tokens-{_model}-d")
 
 
 def _lookup(key_id: str, secret: str) -> tuple[ApiToken, frozenset[str]] | None:
     token = ApiToken.objects.select_related("user").filter(key_id=key_id).first()
     if token is None or not hmac.compare_digest(token.secret_hash, _hash(secret)):
         return None
+    token.limit_ids()  # read now, kept with the cached token
+    # What the user's role allows at the door; access to each model is still decided live.
+    token.role_scopes = frozenset(access.role_scopes(token.user))
     return token, frozenset(token.user.groups.values_list("name", flat=True))
 
 
@@ -212,14 +258,27 @@ def authenticate(raw: str) -> ApiToken | None:
     # Copies: requests on other threads share the cached instances.
     token, user = copy.copy(cached), copy.copy(cached.user)
     user._modelgate_groups = set(groups)
+    user._modelgate_scopes = cached.role_scopes
+    user._modelgate_teams = None  # memberships are read afresh: leaving a team acts at once
+    user.acting_token = token  # access.py narrows what the user may do to what it allows
     token.user = user
     return token
 
 
+def _may_revoke(user, token: ApiToken) -> bool:
+    """Its owner, an admin, or a maintainer of the team that owns its service account."""
+    if token.user_id == user.pk or access.is_admin(user):
+        return True
+    account = getattr(token.user, "service_account", None)
+    return account is not None and teams_service.may_manage(user, account.team)
+
+
 def revoke_token(user, token_id: int) -> ApiToken:
     """Revoke a token and every token minted from it, at any depth."""
-    token = ApiToken.objects.filter(pk=token_id).first()
-    if token is None or (token.user_id != user.pk and not access.is_admin(user)):
+    token = (
+        ApiToken.objects.select_related("user__service_account__team").filter(pk=token_id).first()
+    )
+    if token is None or not _may_revoke(user, token):
         raise NotFound(f"Token {token_id} does not exist.")
     with transaction.atomic():
         token = ApiToken.objects.select_for_update().get(pk=token.pk)

@@ -13,7 +13,6 @@ from registry.storage import get_store, new_upload_id, validate_file_path
 from . import access
 from .events import record_event
 from .locking import for_update
-from .registered_models import require
 from .versions import require_uploader
 
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
@@ -69,7 +68,7 @@ def receive_file(
     The file's row lock serializes writers, so a chunk is accepted only at the offset
     already received and a retried or duplicated chunk cannot interleave with another.
     """
-    require(user, access.WRITE)
+    access.require_model(user, version.model, access.WRITE)
     require_uploader(version, user)
     validate_file_path(path)
     store = get_store()

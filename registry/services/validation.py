@@ -10,7 +10,7 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from registry.errors import InvalidInput, TooLarge
-from registry.models import ALIAS_PATTERN, MODEL_NAME_PATTERN
+from registry.models import ALIAS_PATTERN, MODEL_NAME_PATTERN, TEAM_NAME_PATTERN
 
 MAX_ENTRIES = 1000
 MAX_KEY = 250
@@ -102,6 +102,24 @@ def alias_name(value: Any, what: str = "Alias") -> str:
         raise InvalidInput(
             f"{what} names are 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter.",
             {"name": value},
+        )
+    return value
+
+
+def team_name(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(TEAM_NAME_PATTERN, value):
+        raise InvalidInput(
+            "Team names are 1-64 characters of a-z, 0-9 and '-', starting with a letter or digit.",
+            {"name": value},
+        )
+    return value
+
+
+def choice(value: Any, field: str, allowed) -> str:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise InvalidInput(
+            f"'{field}' must be one of: {', '.join(allowed)}.", {"field": field, "allowed": allowed}
         )
     return value
 

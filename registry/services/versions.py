@@ -18,7 +18,7 @@ from .environments import is_protected
 from .events import record_event
 from .locking import for_update
 from .monitoring import baseline as monitoring_baseline
-from .registered_models import get_model, require
+from .registered_models import get_model
 
 State = ModelVersion.State
 # What `latest` means, in the ORM and in the read path's SQL below.
@@ -73,7 +73,15 @@ _READ_SELECT = """
            v.lineage, v.signature, v.framework, v.model_card, v.scan_status,
            v.scan_findings, v.scan_files, v.package_state, v.package_sha256, v.package_size,
            v.finalized_at, v.baseline, v.explanations,
-           m.name AS model_name, u.username AS creator_name
+           m.name AS model_name, m.team_id, m.visibility, u.username AS creator_name,
+           (SELECT tm.role FROM registry_teammembership tm
+            WHERE tm.team_id = m.team_id AND tm.user_id = %s) AS caller_role,
+           (SELECT MAX(CASE g.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 WHEN 'manage' THEN 3
+                       END)
+            FROM registry_modelgrant g
+            WHERE g.model_id = m.id AND (g.user_id = %s OR g.team_id IN
+                  (SELECT team_id FROM registry_teammembership WHERE user_id = %s))
+           ) AS caller_grant
     FROM registry_modelversion v
     JOIN registry_registeredmodel m ON m.id = v.model_id
     LEFT JOIN auth_user u ON u.id = v.created_by_id
@@ -98,22 +106,31 @@ _READ_LISTS = """
 """
 
 
-def read_version(name: str, ref: str | int) -> ModelVersion:
-    """Version `ref` of model `name` as its detail shows it, in two small queries (the
-    read path's hot spot): the version with its model and creator (other fields of those
-    two are loaded on access), then `alias_names` and `file_rows` (path, size, sha256,
-    complete) set on it. Errors as resolve_version's."""
+def read_version(user, name: str, ref: str | int) -> ModelVersion:
+    """Version `ref` of model `name` as its detail shows it, if `user` may read it, in two
+    small queries (the read path's hot spot) besides the access check: the version with its
+    model and creator (other fields of those two are loaded on access), then `alias_names`
+    and `file_rows` (path, size, sha256, complete) set on it. Errors as resolve_version's,
+    and a 404 for a model the user may not read."""
     kind, value = parse_ref(ref)
     if kind == "number" and value > 2**31 - 1:  # beyond the column's range: no such version
-        return resolve_version(get_model(name), ref)
+        return resolve_version(get_model(user, name), ref)
     sql = _READ_BY[kind]
     params = {"number": [name, value], "latest": [name], "alias": [value, name]}[kind]
-    found = next(iter(ModelVersion.objects.raw(sql, params)), None)
+    caller = user.pk if access.active(user) else None
+    found = next(iter(ModelVersion.objects.raw(sql, [caller] * 3 + params)), None)
     if found is None:
         # The model's own 404 if it is the model that is missing, else the version's.
-        return resolve_version(get_model(name), ref)
+        return resolve_version(get_model(user, name), ref)
     db = found._state.db
-    found.model = RegisteredModel.from_db(db, ["id", "name"], [found.model_id, found.model_name])
+    found.model = RegisteredModel.from_db(
+        db,
+        ["id", "name", "team_id", "visibility"],
+        [found.model_id, found.model_name, found.team_id, found.visibility],
+    )
+    found.model.caller_id = caller
+    found.model.caller_role, found.model.caller_grant = found.caller_role, found.caller_grant
+    access.require_model(user, found.model)
     if found.created_by_id is not None:
         user = (found.created_by_id, found.creator_name)
         found.created_by = get_user_model().from_db(db, ["id", "username"], user)
@@ -240,7 +257,7 @@ def _create(
 
 def create_version(model: RegisteredModel, user, data: dict[str, Any]) -> ModelVersion:
     """Declare a version and its files; the bytes follow with `receive_file`."""
-    require(user, access.WRITE)
+    access.require_model(user, model, access.WRITE)
     data = dict(data)
     files = _clean_files(data.pop("files", None))
     return _create(model, user, _clean_metadata(data), files, stored=False)
@@ -255,7 +272,7 @@ def create_version_from_blobs(
 ) -> ModelVersion:
     """A version whose bytes are already in the store (the one-shot multipart upload, an
     MLflow source); `uploaders` as for _create."""
-    require(user, access.WRITE)
+    access.require_model(user, model, access.WRITE)
     blobs = list(blobs)
     if not blobs:
         raise InvalidInput("At least one file is required.")
@@ -266,7 +283,7 @@ def create_version_from_blobs(
 
 
 def finalize_version(version: ModelVersion, user) -> ModelVersion:
-    require(user, access.WRITE)
+    access.require_model(user, version.model, access.WRITE)
     require_uploader(version, user)
     with transaction.atomic():
         version = for_update(ModelVersion).select_related("model").get(pk=version.pk)
@@ -290,7 +307,7 @@ def finalize_version(version: ModelVersion, user) -> ModelVersion:
 
 def update_version(version: ModelVersion, user, changes: dict[str, Any]) -> ModelVersion:
     """Only description and tags change; files and metrics of a version never do."""
-    require(user, access.WRITE)
+    access.require_model(user, version.model, access.WRITE)
     unknown = set(changes) - {"description", "tags"}
     if unknown:
         raise InvalidInput(
@@ -319,7 +336,7 @@ def update_version(version: ModelVersion, user, changes: dict[str, Any]) -> Mode
 
 
 def archive_version(version: ModelVersion, user) -> ModelVersion:
-    require(user, access.WRITE)
+    access.require_model(user, version.model, access.WRITE)
     with transaction.atomic():
         version = for_update(ModelVersion).select_related("model").get(pk=version.pk)
         if version.state == State.ARCHIVED:

@@ -21,7 +21,15 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
 from registry.errors import InvalidInput, RegistryError
-from registry.models import Alias, Environment, Event, ModelVersion, Promotion, RegisteredModel
+from registry.models import (
+    Alias,
+    Environment,
+    Event,
+    ModelVersion,
+    Promotion,
+    RegisteredModel,
+    Team,
+)
 from registry.services import access, registered_models
 from registry.services.queries import filter_tags
 
@@ -47,9 +55,10 @@ def paginate(request: HttpRequest, items: Any, per_page: int = PAGE_SIZE) -> Pag
     return Paginator(items, per_page).get_page(request.GET.get("page"))
 
 
-def model_or_404(name: str) -> RegisteredModel:
-    model = RegisteredModel.objects.select_related("created_by").filter(name=name).first()
-    if model is None:
+def model_or_404(request: HttpRequest, name: str) -> RegisteredModel:
+    """The model, if the signed-in user may read it; else a 404, as if it did not exist."""
+    model = RegisteredModel.objects.select_related("created_by", "team").filter(name=name).first()
+    if model is None or not access.can(request.user, model, access.READ):
         raise Http404(f"Model '{name}' does not exist.")
     return model
 
@@ -69,7 +78,7 @@ def _require_write(user) -> None:
 def _models_with_tag_value(query: str) -> list[int]:
     """Ids of models with a tag whose value contains `query` (keys do not count)."""
     needle = query.lower()
-    candidates = RegisteredModel.objects.all()
+    candidates = RegisteredModel.objects.all()  # narrowed to what the user sees by the caller
     if query.isascii():  # JSON text escapes other characters, so only narrow when safe
         candidates = candidates.filter(tags__icontains=query)
     return [
@@ -79,11 +88,15 @@ def _models_with_tag_value(query: str) -> list[int]:
     ]
 
 
-def _search_models(params: dict[str, str]) -> tuple[QuerySet, str]:
-    """The filtered, sorted models and an error message for a malformed filter."""
+def _search_models(user, params: dict[str, str]) -> tuple[QuerySet, str]:
+    """The models `user` may see, filtered and sorted, and an error message for a
+    malformed filter."""
     aliases = Alias.objects.select_related("version").only("name", "model_id", "version__number")
-    models = RegisteredModel.objects.prefetch_related(Prefetch("aliases", queryset=aliases))
+    models = access.visible_models(user).select_related("team")
+    models = models.prefetch_related(Prefetch("aliases", queryset=aliases))
     error = ""
+    if params["team"]:
+        models = models.filter(team__name=params["team"])
     if params["q"]:
         q = params["q"]
         models = models.filter(
@@ -99,10 +112,10 @@ def _search_models(params: dict[str, str]) -> tuple[QuerySet, str]:
     return models.order_by(*SORTS[params["sort"]][1]), error
 
 
-def _tag_choices() -> list[str]:
+def _tag_choices(user) -> list[str]:
     pairs = {
         f"{key}:{value}"
-        for tags in RegisteredModel.objects.values_list("tags", flat=True)
+        for tags in access.visible_models(user).values_list("tags", flat=True)
         for key, value in (tags or {}).items()
     }
     return sorted(pairs)[:200]
@@ -110,25 +123,39 @@ def _tag_choices() -> list[str]:
 
 def _create_form(data: dict | None = None) -> dict[str, str]:
     data = data or {}
-    return {"name": data.get("name", "").strip(), "description": data.get("description", "")}
+    return {
+        "name": data.get("name", "").strip(),
+        "description": data.get("description", ""),
+        "team": data.get("team", "").strip(),
+        "visibility": data.get("visibility", "team"),
+    }
+
+
+def _writable_teams(user) -> list[str]:
+    if access.is_admin(user):
+        return list(Team.objects.values_list("name", flat=True))
+    writers = [pk for pk, role in access.team_roles(user).items() if role != "viewer"]
+    return list(Team.objects.filter(pk__in=writers).values_list("name", flat=True))
 
 
 @login_required
 @require_GET
 def models_index(request: HttpRequest) -> HttpResponse:
-    params = {key: request.GET.get(key, "").strip() for key in ("q", "tag", "env", "sort")}
+    params = {key: request.GET.get(key, "").strip() for key in ("q", "tag", "env", "team", "sort")}
     if params["sort"] not in SORTS:
         params["sort"] = "name"
-    models, error = _search_models(params)
+    models, error = _search_models(request.user, params)
     context = {
         "nav": "models",
         "page_obj": paginate(request, models),
         "params": params,
-        "filtered": any(params[key] for key in ("q", "tag", "env")),
+        "filtered": any(params[key] for key in ("q", "tag", "env", "team")),
+        "teams": Team.objects.order_by("name").values_list("name", flat=True),
+        "writable_teams": _writable_teams(request.user),
         "filter_error": error,
         "sorts": [(key, label) for key, (label, _) in SORTS.items()],
         "environments": sorted(environment_names()),
-        "tag_choices": _tag_choices(),
+        "tag_choices": _tag_choices(request.user),
         "form": _create_form(),
     }
     return render(request, "webui/models.html", context)
@@ -142,14 +169,24 @@ def model_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             model = registered_models.create_model(
-                request.user, form["name"], description=form["description"]
+                request.user,
+                form["name"],
+                description=form["description"],
+                team=form["team"] or None,
+                visibility=form["visibility"],
             )
         except RegistryError as exc:
             error = exc.message
         else:
             messages.success(request, f"Model {model.name} created.")
             return redirect("webui:model", name=model.name)
-    context = {"nav": "models", "form_only": True, "form": form, "form_error": error}
+    context = {
+        "nav": "models",
+        "form_only": True,
+        "form": form,
+        "form_error": error,
+        "writable_teams": _writable_teams(request.user),
+    }
     return render(request, "webui/models.html", context)
 
 
@@ -196,7 +233,7 @@ def _version_rows(versions: Page, columns: list[str], aliases: list[Alias]) -> l
 @login_required
 @require_GET
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
-    model = model_or_404(name)
+    model = model_or_404(request, name)
     aliases = list(model.aliases.select_related("version"))
     protected = environment_names()
     versions = paginate(request, model.versions.select_related("created_by").order_by("-number"))
@@ -215,6 +252,10 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
         "rows": _version_rows(versions, columns, aliases),
         "chart": mark_safe(_metric_chart(model, columns[0])) if columns else "",  # noqa: S308 - escaped in charts
         "open_promotions": open_promotions,
+        "grants": model.grants.select_related("team", "user"),
+        "can_manage": access.can(request.user, model, access.MANAGE),
+        "can_write": access.can(request.user, model, access.WRITE),
+        "teams": Team.objects.exclude(pk=model.team_id).values_list("name", flat=True),
     }
     return render(request, "webui/model.html", context)
 
@@ -259,7 +300,7 @@ def _compare_columns(versions: list[ModelVersion]) -> list[dict]:
 @login_required
 @require_GET
 def compare(request: HttpRequest, name: str) -> HttpResponse:
-    model = model_or_404(name)
+    model = model_or_404(request, name)
     numbers = _requested_numbers(request.GET.getlist("v"))[:MAX_COMPARED]
     found = {
         version.number: version
@@ -294,8 +335,8 @@ def _date(value: str, label: str) -> date | None:
         raise InvalidInput(f"'{label}' must be a date like 2025-01-31.") from None
 
 
-def _filtered_events(params: dict[str, str]) -> QuerySet:
-    events = Event.objects.select_related("model").order_by("-id")
+def _filtered_events(user, params: dict[str, str]) -> QuerySet:
+    events = access.visible_events(user, Event.objects.select_related("model").order_by("-id"))
     if params["model"]:
         events = events.filter(model_name=params["model"])
     if params["actor"]:
@@ -329,8 +370,9 @@ def _data_pairs(data: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def _distinct(field: str) -> list[str]:
-    values = Event.objects.order_by().exclude(**{field: ""}).values_list(field, flat=True)
+def _distinct(user, field: str) -> list[str]:
+    events = access.visible_events(user, Event.objects.order_by())
+    values = events.exclude(**{field: ""}).values_list(field, flat=True)
     return sorted(set(values.distinct()))
 
 
@@ -339,7 +381,7 @@ def _distinct(field: str) -> list[str]:
 def audit_log(request: HttpRequest) -> HttpResponse:
     params = {key: request.GET.get(key, "").strip() for key in AUDIT_FILTERS}
     try:
-        events = _filtered_events(params)
+        events = _filtered_events(request.user, params)
         error = ""
     except InvalidInput as exc:
         events, error = Event.objects.none(), exc.message
@@ -351,8 +393,8 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "filter_error": error,
         "page_obj": page,
         "rows": [{"event": event, "data": _data_pairs(event.data)} for event in page],
-        "types": _distinct("type"),
-        "actors": _distinct("actor_name"),
-        "model_names": _distinct("model_name"),
+        "types": _distinct(request.user, "type"),
+        "actors": _distinct(request.user, "actor_name"),
+        "model_names": _distinct(request.user, "model_name"),
     }
     return render(request, "webui/audit.html", context)

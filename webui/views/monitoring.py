@@ -18,11 +18,12 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from registry import errors
-from registry.models import Alias, Environment, Monitor, MonitoringWindow, RegisteredModel
+from registry.models import Environment, Monitor, MonitoringWindow, RegisteredModel
 from registry.services.monitoring import monitors as monitor_service
 from registry.services.monitoring import query
 from webui.charts import distribution_chart, series_chart
 
+from .browse import model_or_404
 from .versions import get_version
 
 HOURS = (1, 6, 24, 72, 168, 720)
@@ -101,7 +102,7 @@ def _monitor_forms(request: HttpRequest, model: RegisteredModel, environment: st
 @login_required
 @require_GET
 def version_monitoring(request: HttpRequest, name: str, number: int) -> HttpResponse:
-    version = get_version(name, number)
+    version = get_version(request, name, number)
     model = version.model
     hours = _hours(request)
     since = timezone.now() - timedelta(hours=hours)
@@ -159,10 +160,12 @@ def version_monitoring(request: HttpRequest, name: str, number: int) -> HttpResp
         if feature
         else "",
         "psi_svg": _safe(psi_svg),
-        "firing": list(query.firing_alerts(model=model.name, environment=environment))
-        if environment
-        else list(query.firing_alerts(model=model.name)),
-        "history": list(query.alert_history(model=model.name, environment=environment, limit=50)),
+        "firing": list(
+            query.firing_alerts(request.user, model=model.name, environment=environment)
+        ),
+        "history": list(
+            query.alert_history(request.user, model=model.name, environment=environment)
+        ),
         "back": request.get_full_path(),
         **_monitor_forms(request, model, environment),
     }
@@ -185,7 +188,7 @@ def environment_monitoring(request: HttpRequest, name: str) -> HttpResponse:
     environment = Environment.objects.filter(name=name).first()
     if environment is None:
         raise Http404(f"Environment '{name}' does not exist.")
-    rows = query.environment_overview(name)
+    rows = query.environment_overview(request.user, name)
     for row in rows:
         row["since"] = parse_datetime(row["window_start"]) if row.get("window_start") else None
     context = {
@@ -193,9 +196,9 @@ def environment_monitoring(request: HttpRequest, name: str) -> HttpResponse:
         "environment": environment,
         "environments": Environment.objects.order_by("name"),
         "rows": rows,
-        "live_models": Alias.objects.filter(name=name).count(),
-        "firing": list(query.firing_alerts(environment=name)),
-        "history": list(query.alert_history(environment=name, limit=50)),
+        "live_models": len(rows),
+        "firing": list(query.firing_alerts(request.user, environment=name)),
+        "history": list(query.alert_history(request.user, environment=name)),
     }
     return render(request, "webui/monitoring_environment.html", context)
 
@@ -234,7 +237,7 @@ def _monitor_data(post) -> dict:
 
 def _monitor_action(request: HttpRequest, model: RegisteredModel, action) -> HttpResponse:
     if not monitor_service.may_edit_monitors(request.user, model):
-        raise PermissionDenied("Only contributors and administrators may manage monitors.")
+        raise PermissionDenied(f"You may not write to model '{model.name}'.")
     back = _back(request, reverse("webui:model", args=[model.name]))
     try:
         message = action()
@@ -250,9 +253,7 @@ def _monitor_action(request: HttpRequest, model: RegisteredModel, action) -> Htt
 @login_required
 @require_POST
 def monitor_create(request: HttpRequest, name: str) -> HttpResponse:
-    model = RegisteredModel.objects.filter(name=name).first()
-    if model is None:
-        raise Http404(f"Model '{name}' does not exist.")
+    model = model_or_404(request, name)
 
     def create() -> str:
         monitor = monitor_service.create_monitor(
@@ -263,9 +264,9 @@ def monitor_create(request: HttpRequest, name: str) -> HttpResponse:
     return _monitor_action(request, model, create)
 
 
-def _monitor(monitor_id: int) -> Monitor:
+def _monitor(request: HttpRequest, monitor_id: int) -> Monitor:
     try:
-        return monitor_service.get_monitor(monitor_id)
+        return monitor_service.get_monitor(request.user, monitor_id)
     except errors.NotFound as exc:
         raise Http404(exc.message) from None
 
@@ -273,7 +274,7 @@ def _monitor(monitor_id: int) -> Monitor:
 @login_required
 @require_POST
 def monitor_update(request: HttpRequest, monitor_id: int) -> HttpResponse:
-    monitor = _monitor(monitor_id)
+    monitor = _monitor(request, monitor_id)
 
     def update() -> str:
         updated = monitor_service.update_monitor(monitor, request.user, _monitor_data(request.POST))
@@ -285,7 +286,7 @@ def monitor_update(request: HttpRequest, monitor_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def monitor_delete(request: HttpRequest, monitor_id: int) -> HttpResponse:
-    monitor = _monitor(monitor_id)
+    monitor = _monitor(request, monitor_id)
 
     def delete() -> str:
         text = str(monitor)

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from registry import errors
 from registry.models import Alias, ModelVersion, Promotion, Review, VersionFile
-from registry.services import promotions
+from registry.services import access, promotions
 from registry.services.promotions import may_review, reviewable_by
 from webui.comparison import compare
 
@@ -45,7 +45,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     related = ("model", "version", "environment", "requested_by")
     waiting = reviewable_by(request.user).select_related(*related).order_by("requested_at", "id")
     own = (
-        Promotion.objects.filter(requested_by=request.user)
+        access.visible(request.user, Promotion.objects.filter(requested_by=request.user))
         .select_related(*related)
         .order_by("-requested_at", "-id")[:100]
     )
@@ -53,7 +53,8 @@ def queue(request: HttpRequest) -> HttpResponse:
     return render(request, "webui/reviews.html", context)
 
 
-def _promotion(promotion_id: int) -> Promotion:
+def _promotion(request: HttpRequest, promotion_id: int) -> Promotion:
+    """The promotion, if the signed-in user may read its model; else a 404."""
     promotion = (
         Promotion.objects.select_related(
             "model",
@@ -66,7 +67,7 @@ def _promotion(promotion_id: int) -> Promotion:
         .filter(pk=promotion_id)
         .first()
     )
-    if promotion is None:
+    if promotion is None or not access.can(request.user, promotion.model, access.READ):
         raise Http404(f"Promotion {promotion_id} does not exist.")
     return promotion
 
@@ -96,7 +97,7 @@ def _with_files(version: ModelVersion) -> ModelVersion:
 @login_required
 @require_GET
 def review_page(request: HttpRequest, promotion_id: int) -> HttpResponse:
-    promotion = _promotion(promotion_id)
+    promotion = _promotion(request, promotion_id)
     candidate = _with_files(promotion.version)
     live = live_version_for(promotion)
     live = _with_files(live) if live is not None else None
@@ -128,7 +129,7 @@ def review_page(request: HttpRequest, promotion_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def decide(request: HttpRequest, promotion_id: int) -> HttpResponse:
-    promotion = _promotion(promotion_id)
+    promotion = _promotion(request, promotion_id)
     # Refused before anything else, so a forged form from the requester or a non-member
     # is a 403 whatever else it holds; the service checks the same policy again.
     if not may_review(request.user, promotion):
@@ -155,9 +156,11 @@ def decide(request: HttpRequest, promotion_id: int) -> HttpResponse:
 @require_GET
 def promotion_status(request: HttpRequest, promotion_id: int) -> JsonResponse:
     promotion = (
-        Promotion.objects.select_related("version", "environment").filter(pk=promotion_id).first()
+        Promotion.objects.select_related("version", "environment", "model")
+        .filter(pk=promotion_id)
+        .first()
     )
-    if promotion is None:
+    if promotion is None or not access.can(request.user, promotion.model, access.READ):
         return JsonResponse({"error": "not_found"}, status=404)
     alias = (
         Alias.objects.filter(model_id=promotion.model_id, name=promotion.environment.name)

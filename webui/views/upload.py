@@ -21,11 +21,11 @@ CHUNK_MIB = 8
 @require_GET
 @ensure_csrf_cookie
 def upload_page(request: HttpRequest, name: str) -> HttpResponse:
-    if access.WRITE not in access.role_scopes(request.user):
-        raise PermissionDenied("Uploading needs the 'write' scope (the contributors group).")
     model = RegisteredModel.objects.filter(name=name).first()
-    if model is None:
+    if model is None or not access.can(request.user, model, access.READ):
         raise Http404(f"Model '{name}' does not exist.")
+    if not access.can(request.user, model, access.WRITE):
+        raise PermissionDenied(f"You may not write to model '{model.name}'.")
     latest = (
         ModelVersion.objects.filter(model=model)
         .exclude(state=ModelVersion.State.UPLOADING)

@@ -16,7 +16,6 @@ from registry.models import (
     Event,
     ModelVersion,
     Promotion,
-    RegisteredModel,
     VersionFile,
 )
 from registry.services import access, promotions
@@ -33,7 +32,8 @@ STEP_LABELS = {
 TIMELINE_LIMIT = 200
 
 
-def get_version(name: str, number: int) -> ModelVersion:
+def get_version(request: HttpRequest, name: str, number: int) -> ModelVersion:
+    """The version, if the signed-in user may read its model; else a 404."""
     version = (
         ModelVersion.objects.select_related("model", "created_by")
         .prefetch_related(
@@ -41,9 +41,10 @@ def get_version(name: str, number: int) -> ModelVersion:
             Prefetch("aliases", queryset=Alias.objects.order_by("name")),
         )
         .filter(model__name=name, number=number)
+        .select_related("model__team")
         .first()
     )
-    if version is None:
+    if version is None or not access.can(request.user, version.model, access.READ):
         raise Http404(f"Version {number} of model '{name}' does not exist.")
     return version
 
@@ -91,7 +92,7 @@ def _summary(event: Event) -> str:
 @login_required
 @require_GET
 def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse:
-    version = get_version(name, number)
+    version = get_version(request, name, number)
     model = version.model
     # A quarantined version's bytes are refused for download: no link offers them.
     quarantined = version.state == ModelVersion.State.QUARANTINED
@@ -115,8 +116,9 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         .select_related("environment", "requested_by")
         .order_by("-id")
     )
-    scopes = access.role_scopes(request.user)
-    can_promote = access.WRITE in scopes and version.state == ModelVersion.State.READY
+    can_promote = (
+        access.can(request.user, model, access.WRITE) and version.state == ModelVersion.State.READY
+    )
     signature = version.signature or {}
     context = {
         "nav": "models",
@@ -168,10 +170,14 @@ def explanation_context(version: ModelVersion, live: ModelVersion | None = None)
 def version_status(request: HttpRequest, name: str, number: int) -> JsonResponse:
     version = (
         ModelVersion.objects.filter(model__name=name, number=number)
-        .only("state", "status_reason", "pipeline", "scan_status", "package_state")
+        .select_related("model")
+        .only(
+            "state", "status_reason", "pipeline", "scan_status", "package_state",
+            "model__team_id", "model__visibility", "model__name",
+        )
         .first()
-    )
-    if version is None:
+    )  # fmt: skip
+    if version is None or not access.can(request.user, version.model, access.READ):
         return JsonResponse({"error": "not_found"}, status=404)
     return JsonResponse(
         {
@@ -187,10 +193,7 @@ def version_status(request: HttpRequest, name: str, number: int) -> JsonResponse
 @login_required
 @require_POST
 def request_promotion(request: HttpRequest, name: str, number: int) -> HttpResponse:
-    model = RegisteredModel.objects.filter(name=name).first()
-    version = ModelVersion.objects.filter(model=model, number=number).first() if model else None
-    if version is None:
-        raise Http404(f"Version {number} of model '{name}' does not exist.")
+    version = get_version(request, name, number)
     environment = request.POST.get("environment", "").strip()
     comment = request.POST.get("comment", "")
     back = reverse("webui:version", args=[name, number])

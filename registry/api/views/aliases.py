@@ -23,7 +23,7 @@ class AliasList(APIView):
         operation_id="aliases_list", responses={200: AliasSerializer(many=True), **errors(404)}
     )
     def get(self, request, name):
-        model = get_model(name)
+        model = get_model(request.user, name)
         queryset = model.aliases.select_related("version", "updated_by")
         return Response(AliasSerializer(queryset, many=True, context=_context()).data)
 
@@ -48,7 +48,7 @@ class AliasDetail(APIView):
         responses={200: AliasSerializer, **errors(400, 404, 409, 412)},
     )
     def put(self, request, name, alias):
-        model = get_model(name)
+        model = get_model(request.user, name)
         data = json_object(request)
         if set(data) != {"version"}:
             raise InvalidInput('The body must be {"version": n}.')
@@ -60,5 +60,5 @@ class AliasDetail(APIView):
 
     @extend_schema(operation_id="aliases_delete", responses={204: None, **errors(404, 409)})
     def delete(self, request, name, alias):
-        aliases.delete_alias(get_model(name), request.user, alias)
+        aliases.delete_alias(get_model(request.user, name), request.user, alias)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -57,6 +57,7 @@ class TokenList(APIView):
         data = json_object(request)
         unknown = set(data) - {"username", "password", "name", "scopes", "expires_in_days"}
         unknown -= {"model", "environment"}  # they bind an ingest token
+        unknown -= {"teams", "models"}  # they limit where the token acts
         if unknown:
             raise InvalidInput(f"Unknown fields: {', '.join(sorted(unknown))}.")
         user = request.user if request.user and request.user.is_authenticated else None
@@ -85,6 +86,8 @@ class TokenList(APIView):
             model=data.get("model"),
             environment=data.get("environment"),
             parent=parent,
+            teams=data.get("teams"),
+            models=data.get("models"),
         )
         body = TokenCreatedSerializer(token, context={"secret": secret}).data
         return Response(body, status=status.HTTP_201_CREATED)
@@ -107,6 +110,9 @@ class Me(APIView):
             {
                 "username": user.get_username(),
                 "groups": access.user_groups(user),
+                "teams": {
+                    m.team.name: m.role for m in user.team_memberships.select_related("team")
+                },
                 "permissions": sorted(request_scopes(request)),
                 "is_staff": bool(user.is_staff),
             }

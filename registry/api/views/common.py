@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework.request import Request
 
 from registry.errors import InvalidInput
-from registry.models import ModelVersion, RegisteredModel
+from registry.services import access
 from registry.services.registered_models import get_model
 from registry.services.versions import resolve_version
 
@@ -24,6 +24,7 @@ def json_object(request: Request) -> dict:
     return dict(data)
 
 
-def model_and_version(name: str, ref: str) -> tuple[RegisteredModel, ModelVersion]:
-    model = get_model(name)
+def model_and_version(request: Request, name: str, ref: str, level: str = access.READ):
+    """The model (if the caller may act on it at `level`) and its version `ref`."""
+    model = get_model(request.user, name, level)
     return model, resolve_version(model, ref)

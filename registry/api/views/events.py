@@ -5,7 +5,7 @@ from rest_framework import generics
 
 from registry.errors import InvalidInput
 from registry.models import Event
-from registry.services import validation
+from registry.services import access, validation
 
 from ..serializers import EventSerializer
 from .common import errors
@@ -28,7 +28,7 @@ class EventList(generics.GenericAPIView):
 
     def get_queryset(self):
         params = self.request.query_params
-        queryset = Event.objects.all()
+        queryset = access.visible_events(self.request.user, Event.objects.all())
         if params.get("model"):
             queryset = queryset.filter(model_name=params["model"])
         types = [t for t in params.getlist("type") if t]

@@ -119,7 +119,7 @@ class VersionMonitoring(APIView):
         responses={200: VersionMonitoringSerializer, **errors(400, 404)},
     )
     def get(self, request, name, ref):
-        _, version = model_and_version(name, ref)
+        _, version = model_and_version(request, name, ref)
         environment = request.query_params.get("environment") or None
         return Response(
             query.version_monitoring(
@@ -143,7 +143,7 @@ class MonitorList(APIView):
         responses={200: MonitorSerializer(many=True)},
     )
     def get(self, request):
-        found = Monitor.objects.select_related("model", "created_by")
+        found = access.visible(request.user, Monitor.objects.select_related("model", "created_by"))
         if request.query_params.get("model"):
             found = found.filter(model__name=request.query_params["model"])
         if request.query_params.get("environment"):
@@ -167,7 +167,7 @@ class MonitorDetail(APIView):
         operation_id="monitors_retrieve", responses={200: MonitorSerializer, **errors(404)}
     )
     def get(self, request, monitor_id):
-        return Response(MonitorSerializer(monitors.get_monitor(monitor_id)).data)
+        return Response(MonitorSerializer(monitors.get_monitor(request.user, monitor_id)).data)
 
     @extend_schema(
         operation_id="monitors_update",
@@ -176,13 +176,13 @@ class MonitorDetail(APIView):
     )
     def patch(self, request, monitor_id):
         monitor = monitors.update_monitor(
-            monitors.get_monitor(monitor_id), request.user, json_object(request)
+            monitors.get_monitor(request.user, monitor_id), request.user, json_object(request)
         )
         return Response(MonitorSerializer(monitor).data)
 
     @extend_schema(operation_id="monitors_destroy", responses={204: None, **errors(404)})
     def delete(self, request, monitor_id):
-        monitors.delete_monitor(monitors.get_monitor(monitor_id), request.user)
+        monitors.delete_monitor(monitors.get_monitor(request.user, monitor_id), request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -206,6 +206,7 @@ class AlertList(generics.GenericAPIView):
         if state and state not in Alert.State.values:
             raise InvalidInput("'state' must be firing or resolved.", {"field": "state"})
         alerts = query.alert_history(
+            request.user,
             model=request.query_params.get("model") or None,
             environment=request.query_params.get("environment") or None,
             limit=None,

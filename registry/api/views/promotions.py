@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from registry.errors import InvalidInput
 from registry.models import Alias, Environment, Promotion, Review
-from registry.services import promotions
+from registry.services import access, promotions
 
 from ..serializers import (
     EnvironmentSerializer,
@@ -90,7 +90,7 @@ class VersionPromotions(APIView):
         responses={201: PromotionSerializer, **errors(400, 404, 409)},
     )
     def post(self, request, name, ref):
-        _, version = model_and_version(name, ref)
+        _, version = model_and_version(request, name, ref)
         data = json_object(request)
         if set(data) - {"environment", "comment"} or not isinstance(data.get("environment"), str):
             raise InvalidInput('The body is {"environment": name, "comment"?: text}.')
@@ -108,7 +108,7 @@ class PromotionList(generics.GenericAPIView):
 
     def get_queryset(self):
         params = self.request.query_params
-        queryset = promotion_queryset()
+        queryset = access.visible(self.request.user, promotion_queryset())
         states = [s for s in params.getlist("state") if s]
         if states:
             if set(states) - set(Promotion.State.values):
@@ -145,7 +145,7 @@ class PromotionDetail(APIView):
         operation_id="promotions_retrieve", responses={200: PromotionSerializer, **errors(404)}
     )
     def get(self, request, promotion_id):
-        return Response(promotion_body(promotions.get_promotion(promotion_id)))
+        return Response(promotion_body(promotions.get_promotion(request.user, promotion_id)))
 
 
 class PromotionReviews(APIView):
@@ -161,7 +161,7 @@ class PromotionReviews(APIView):
         if set(data) - {"decision", "comment"}:
             raise InvalidInput('The body is {"decision": "approve"|"reject", "comment": text}.')
         promotion = promotions.review_promotion(
-            promotions.get_promotion(promotion_id),
+            promotions.get_promotion(request.user, promotion_id),
             request.user,
             data.get("decision"),
             data.get("comment"),
@@ -177,6 +177,6 @@ class PromotionCancel(APIView):
     )
     def post(self, request, promotion_id):
         promotion = promotions.cancel_promotion(
-            promotions.get_promotion(promotion_id), request.user
+            promotions.get_promotion(request.user, promotion_id), request.user
         )
         return Response(promotion_body(promotion))

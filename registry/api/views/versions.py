@@ -1,6 +1,5 @@
 """/api/v1/models/{name}/versions/ — declare, upload, finalize, read, download."""
 
-from django.db.models import Subquery
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -8,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from registry.errors import Conflict, InvalidInput, NotFound
-from registry.models import ModelVersion, RegisteredModel
+from registry.models import ModelVersion
 from registry.services import access, rescan, uploads, validation, versions
 from registry.services.queries import (
     SUMMARY_FIELDS,
@@ -47,7 +46,7 @@ REF_PARAM = OpenApiParameter(
 
 def detail_response(request, version: ModelVersion) -> Response:
     """The version's detail as GET answers it, read afresh (after a change, too)."""
-    version = versions.read_version(version.model.name, version.number)
+    version = versions.read_version(request.user, version.model.name, version.number)
     return Response(VersionDetailSerializer(version, context={"request": request}).data)
 
 
@@ -63,12 +62,12 @@ class VersionList(generics.GenericAPIView):
 
     def get_queryset(self):
         params = self.request.query_params
-        # The model's id as a subquery, not a join on its name: Postgres then walks the
-        # (model, number) index backwards and stops after one page, instead of sorting
-        # every version of the model (10 ms at 10,000 versions, 0.1 ms this way).
-        model_id = RegisteredModel.objects.filter(name=self.kwargs["name"]).values("pk")
+        # The model's id, not a join on its name: Postgres then walks the (model, number)
+        # index backwards and stops after one page, instead of sorting every version of
+        # the model (10 ms at 10,000 versions, 0.1 ms this way).
+        model = get_model(self.request.user, self.kwargs["name"])  # 404 unless readable
         queryset = (
-            ModelVersion.objects.filter(model_id=Subquery(model_id))
+            ModelVersion.objects.filter(model_id=model.pk)
             .select_related("model", "created_by")
             .only(*SUMMARY_FIELDS)
         )
@@ -99,8 +98,6 @@ class VersionList(generics.GenericAPIView):
     )
     def get(self, request, name):
         page = self.paginate_queryset(self.get_queryset())
-        if not page:
-            get_model(name)  # no versions, or no such model: the latter is a 404
         attach_alias_names(page)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
@@ -113,7 +110,7 @@ class VersionList(generics.GenericAPIView):
         responses={201: VersionCreatedSerializer, **errors(400, 404, 413)},
     )
     def post(self, request, name):
-        model = get_model(name)
+        model = get_model(request.user, name)
         if request.content_type.startswith("multipart/"):
             version = self._create_from_multipart(request, model)
         else:
@@ -159,7 +156,7 @@ class VersionDetail(APIView):
         responses={200: VersionDetailSerializer, **errors(400, 404)},
     )
     def get(self, request, name, ref):
-        version = versions.read_version(name, ref)
+        version = versions.read_version(request.user, name, ref)
         return Response(VersionDetailSerializer(version, context={"request": request}).data)
 
     @extend_schema(
@@ -169,7 +166,7 @@ class VersionDetail(APIView):
         responses={200: VersionDetailSerializer, **errors(400, 404)},
     )
     def patch(self, request, name, ref):
-        _, version = model_and_version(name, ref)
+        _, version = model_and_version(request, name, ref)
         version = versions.update_version(version, request.user, json_object(request))
         return detail_response(request, version)
 
@@ -182,7 +179,7 @@ class VersionFinalize(APIView):
         responses={200: VersionDetailSerializer, **errors(400, 404, 409)},
     )
     def post(self, request, name, ref):
-        _, version = model_and_version(name, ref)
+        _, version = model_and_version(request, name, ref)
         version = versions.finalize_version(version, request.user)
         return detail_response(request, version)
 
@@ -195,7 +192,7 @@ class VersionArchive(APIView):
         responses={200: VersionDetailSerializer, **errors(400, 404, 409)},
     )
     def post(self, request, name, ref):
-        _, version = model_and_version(name, ref)
+        _, version = model_and_version(request, name, ref)
         version = versions.archive_version(version, request.user)
         return detail_response(request, version)
 
@@ -274,7 +271,7 @@ class VersionFileView(APIView):
         },
     )
     def get(self, request, name, ref, path):
-        _, version = model_and_version(name, ref)
+        _, version = model_and_version(request, name, ref)
         downloadable(request, version)
         vfile = uploads.get_file(version, path)
         if not vfile.complete:
@@ -283,7 +280,7 @@ class VersionFileView(APIView):
 
     @extend_schema(exclude=True)
     def head(self, request, name, ref, path):
-        _, version = model_and_version(name, ref)
+        _, version = model_and_version(request, name, ref)
         downloadable(request, version)
         vfile = uploads.get_file(version, path)
         if vfile.complete:
@@ -302,7 +299,7 @@ class VersionFileView(APIView):
         responses={200: FileStatusSerializer, **errors(400, 404, 409, 413)},
     )
     def put(self, request, name, ref, path):
-        _, version = model_and_version(name, ref)
+        _, version = model_and_version(request, name, ref)
         content_range = uploads.parse_content_range(request.headers.get("Content-Range"))
         length = request.META.get("CONTENT_LENGTH")
         if not length or not (length.isascii() and length.isdigit()):
@@ -350,7 +347,7 @@ class VersionPackage(APIView):
         },
     )
     def get(self, request, name, ref):
-        _, version = model_and_version(name, ref)
+        _, version = model_and_version(request, name, ref)
         downloadable(request, version)
         if version.package_state != "ready" or not version.package_sha256:
             raise Conflict(

@@ -18,7 +18,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from registry.models import Environment, RegisteredModel
+from registry.models import Environment, RegisteredModel, Team, TeamMembership
 from registry.services import aliases, jobs, processing, promotions, registered_models, versions
 from registry.storage import get_store
 
@@ -261,6 +261,12 @@ class Command(BaseCommand):
             user.save()
             for group in entry["groups"]:
                 user.groups.add(Group.objects.get_or_create(name=group)[0])
+            for team, role in entry.get("teams", {}).items():
+                TeamMembership.objects.update_or_create(
+                    team=Team.objects.get_or_create(name=team)[0],
+                    user=user,
+                    defaults={"role": role},
+                )
             logins.append((user.username, password))
         return logins
 
@@ -272,6 +278,8 @@ class Command(BaseCommand):
                 spec["name"],
                 description=spec["description"],
                 tags=spec["tags"],
+                team=spec["team"],
+                visibility=spec["visibility"],
                 primary_metric=spec["primary_metric"],
             )
             for version_spec in spec["versions"]:

@@ -107,8 +107,10 @@ def require_ingest_token(token: Any) -> ApiToken:
             "Prediction records and feedback are written with an ingest token "
             '(POST /api/v1/auth/tokens/ with "scopes": ["ingest"] and a "model").'
         )
-    if access.WRITE not in access.role_scopes(token.user):
-        raise PermissionDenied("The owner of this ingest token may no longer write to models.")
+    if not access.can(access.without_token(token.user), token.model, access.WRITE):
+        raise PermissionDenied(
+            f"The owner of this ingest token may no longer write to model '{token.model.name}'."
+        )
     return token
 
 

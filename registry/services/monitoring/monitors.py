@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from registry.errors import InvalidInput, NotFound, PermissionDenied
+from registry.errors import InvalidInput, NotFound
 from registry.models import ALIAS_PATTERN, Monitor, RegisteredModel
 
 from .. import access
@@ -37,19 +37,19 @@ MAX_WINDOW = 7 * 24 * 3600
 _ENVIRONMENT = re.compile(ALIAS_PATTERN)
 
 
-def may_edit_monitors(user, model: RegisteredModel | None = None) -> bool:
-    """Contributors (the write role) and administrators manage monitors."""
-    return access.WRITE in access.role_scopes(user) or access.is_admin(user)
+def may_edit_monitors(user, model: RegisteredModel) -> bool:
+    """Those who may write to the model (and administrators) manage its monitors."""
+    return access.can(user, model, access.WRITE)
 
 
 def _require_editor(user, model: RegisteredModel) -> None:
-    if not may_edit_monitors(user, model):
-        raise PermissionDenied("Only contributors and administrators may manage monitors.")
+    access.require_model(user, model, access.WRITE)
 
 
-def get_monitor(monitor_id: int) -> Monitor:
-    monitor = Monitor.objects.select_related("model").filter(pk=monitor_id).first()
-    if monitor is None:
+def get_monitor(user, monitor_id: int) -> Monitor:
+    """The monitor, if `user` may read its model."""
+    monitor = Monitor.objects.select_related("model__team").filter(pk=monitor_id).first()
+    if monitor is None or not access.can(user, monitor.model, access.READ):
         raise NotFound(f"Monitor {monitor_id} does not exist.")
     return monitor
 
@@ -142,7 +142,7 @@ def create_monitor(user, data: Any) -> Monitor:
     clean = _clean(data, partial=False)
     name = data["model"]
     model = RegisteredModel.objects.filter(name=name).first() if isinstance(name, str) else None
-    if model is None:
+    if model is None or not access.can(user, model, access.READ):
         raise InvalidInput(f"Model '{name}' does not exist.", {"field": "model"})
     _require_editor(user, model)
     with transaction.atomic():

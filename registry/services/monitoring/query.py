@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from registry.models import Alert, Alias, ApiToken, Environment, ModelVersion, MonitoringWindow
 
+from .. import access
 from . import drift
 from .monitors import LIVE_METRICS
 
@@ -139,16 +140,25 @@ def _may_vouch(token: ApiToken, version: ModelVersion, environment: Environment)
     return bool(group) and user.groups.filter(name=group).exists()
 
 
-def firing_alerts(*, model: str | None = None, environment: str | None = None) -> QuerySet:
-    return alert_history(model=model, environment=environment, limit=None).filter(
+def firing_alerts(
+    user=None, *, model: str | None = None, environment: str | None = None
+) -> QuerySet:
+    return alert_history(user, model=model, environment=environment, limit=None).filter(
         state=Alert.State.FIRING
     )
 
 
 def alert_history(
-    *, model: str | None = None, environment: str | None = None, limit: int | None = 50
+    user=None,
+    *,
+    model: str | None = None,
+    environment: str | None = None,
+    limit: int | None = 50,
 ) -> QuerySet:
+    """Alerts, newest first; with `user`, only those of models they may read."""
     alerts = Alert.objects.select_related("monitor", "monitor__model").order_by("-fired_at", "-id")
+    if user is not None:
+        alerts = access.visible(user, alerts, "monitor__model")
     if model:
         alerts = alerts.filter(monitor__model__name=model)
     if environment:
@@ -156,10 +166,12 @@ def alert_history(
     return alerts[:limit] if limit else alerts
 
 
-def environment_overview(environment_name: str) -> list[dict]:
-    """One row per model live in the environment, from its live version's latest window."""
+def environment_overview(user, environment_name: str) -> list[dict]:
+    """One row per model live in the environment that `user` may read, from its live
+    version's latest window."""
     rows = []
-    aliases = Alias.objects.filter(name=environment_name).select_related("model", "version")
+    aliases = access.visible(user, Alias.objects.filter(name=environment_name))
+    aliases = aliases.select_related("model", "version")
     for alias in aliases.order_by("model__name"):
         window = (
             MonitoringWindow.objects.filter(version=alias.version, environment=environment_name)
