@@ -1,15 +1,18 @@
 """A database that went away answers 503 with Retry-After on every door, never a 500; a
 pooled connection that a restart killed is replaced before a request uses it."""
 
+import contextlib
+import threading
+
 import httpx
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import Client
 
 from registry.models import Job
 from registry.services import jobs
 
-from .conftest import client_for, token_for
+from .conftest import client_for, token_for, wait_for
 from .processes import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,3 +79,81 @@ def test_a_job_whose_connection_dies_is_queued_again_at_once(postgres, monkeypat
     job = Job.objects.get(kind="db-fault")
     assert job.state == Job.State.QUEUED, job.state
     assert job.attempts == 1 and "OperationalError" in job.last_error
+
+
+@pytest.fixture
+def outage(postgres):
+    """Takes the database away from this process (every new connection is refused) and
+    brings it back after `seconds`, from a timer thread."""
+    port = connection.settings_dict["PORT"]
+    timers = []
+
+    def begin(seconds: float) -> None:
+        connection.settings_dict["PORT"] = str(free_port())  # shared by every thread
+        timer = threading.Timer(seconds, connection.settings_dict.__setitem__, ("PORT", port))
+        timers.append(timer)
+        timer.start()
+
+    yield begin
+    for timer in timers:
+        timer.cancel()
+    connection.settings_dict["PORT"] = port
+    connection.close()
+
+
+def kill_own_connection() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+def test_a_job_that_fails_while_the_database_is_down_is_recorded_once_it_is_back(
+    outage, monkeypatch
+):
+    """Recording the failure on a database that is still down would leave the job
+    `running` until its lease runs out: the error path waits for the database instead."""
+
+    def handler(_ref: int) -> None:
+        outage(1.5)
+        kill_own_connection()
+
+    monkeypatch.setitem(jobs.HANDLERS, "db-fault", handler)
+    monkeypatch.setattr(jobs, "publish", lambda *a, **k: True)
+    Job.objects.create(kind="db-fault", ref_id=1)
+    jobs.run("db-fault", 1)
+    job = Job.objects.get(kind="db-fault")
+    assert job.state == Job.State.QUEUED and job.lease_until is None, job.state
+    assert job.attempts == 1 and "OperationalError" in job.last_error
+
+
+def test_a_job_done_while_the_database_goes_away_is_marked_done_once_it_is_back(
+    outage, monkeypatch
+):
+    done = []
+
+    def handler(ref: int) -> None:
+        done.append(ref)
+        outage(1.5)
+        with contextlib.suppress(OperationalError):
+            kill_own_connection()  # the work is done; only recording it meets the outage
+
+    monkeypatch.setitem(jobs.HANDLERS, "db-fault", handler)
+    monkeypatch.setattr(jobs, "publish", lambda *a, **k: True)
+    Job.objects.create(kind="db-fault", ref_id=1)
+    jobs.run("db-fault", 1)
+    job = Job.objects.get(kind="db-fault")
+    assert done == [1] and job.state == Job.State.DONE and job.attempts == 1, job.state
+
+
+def test_a_job_whose_lease_cannot_be_taken_while_the_database_is_down_runs_once_it_is_back(
+    outage, celery_worker, monkeypatch
+):
+    """The worker retries the task with a short countdown rather than consuming the
+    message, so the job does not wait for the reconciler's re-send (a minute by default)."""
+    ran = []
+    monkeypatch.setitem(jobs.HANDLERS, "db-wait", ran.append)
+    Job.objects.create(kind="db-wait", ref_id=7)
+    connection.close()
+    outage(2.5)
+    assert jobs.publish("db-wait", 7)
+    wait_for(lambda: ran == [7], timeout=15)
+    wait_for(lambda: Job.objects.get(kind="db-wait").state == Job.State.DONE, timeout=5)

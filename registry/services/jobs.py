@@ -13,8 +13,10 @@ that message arrives, or the reconciler sends another when the time comes.
 `run`, `acquire` and `reconcile` take an optional `now`, so tests move time instead of waiting.
 """
 
+import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -198,14 +200,43 @@ def run(kind: str, ref_id: int, now: datetime | None = None) -> None:
         return
     except Exception as exc:
         log.exception("job %s:%s failed", kind, ref_id)
-        if isinstance(exc, OperationalError | InterfaceError):
-            # The database went away mid-job: record the failure on a fresh connection, so
-            # the job is retried now rather than when its lease runs out.
-            connection.close()
+        if is_database_fault(exc):
+            # The database went away mid-job: record the failure on a fresh connection once
+            # it is back, so the job is retried then rather than when its lease runs out.
+            await_database()
         # The wait counts from the failure (the injected instant, in tests).
         _retry_or_give_up(kind, ref_id, f"{type(exc).__name__}: {exc}", now or clock())
         return
-    finish(kind, ref_id, now)
+    try:
+        finish(kind, ref_id, now)
+    except (OperationalError, InterfaceError):
+        # The work is done; only saying so failed. Say it once the database is back.
+        log.warning("job %s:%s done, but the database went away; waiting", kind, ref_id)
+        await_database()
+        finish(kind, ref_id, now)
+
+
+def is_database_fault(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def await_database(limit: float | None = None) -> bool:
+    """Reconnect until the database answers (short backoff), for at most `limit` seconds
+    (default: the lease, after which the reconciler hands the job on anyway). True if it
+    answered; False if it did not, and the caller's next query raises."""
+    limit = settings.MODELGATE_JOB_LEASE_SECONDS if limit is None else limit
+    deadline, pause = time.monotonic() + limit, 0.1
+    while True:
+        with contextlib.suppress(OperationalError, InterfaceError):
+            connection.close()  # a broken one may fail to close; it is dropped either way
+        try:
+            connection.ensure_connection()
+            return True
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def finish(kind: str, ref_id: int, now: datetime | None = None) -> None:
