@@ -4,6 +4,7 @@ upload resumes once space is freed, /readyz and /metrics say the store is fillin
 import os
 import subprocess
 
+import httpx
 import pytest
 
 from .conftest import declare, sha256_of
@@ -99,3 +100,39 @@ def test_a_package_that_finds_the_disk_full_waits_for_space_without_using_up_ret
     version.refresh_from_db()
     assert version.state == "ready" and version.status_reason == ""
     assert version.package_state == "ready"
+
+
+@pytest.mark.live
+def test_after_a_507_the_same_connection_carries_the_clients_next_request(
+    stack, alice, model, small_disk
+):
+    """gunicorn drops a connection with more than 64 KiB of body unread, without telling
+    the client: the HEAD that resumes the upload would fail on it."""
+    import http.client
+    import json
+
+    from .conftest import token_for
+
+    web = stack.web(stack.redis().url)
+    headers = {"Authorization": f"Bearer {token_for(alice)}"}
+    data = os.urandom(8 * MIB)  # most of it still unread when the disk fills
+    files = [{"path": "w.bin", "size": len(data), "sha256": sha256_of(data)}]
+    created = httpx.post(
+        f"{web.url}/api/v1/models/{model}/versions/", json={"files": files}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    url = f"/api/v1/models/{model}/versions/{created.json()['version']}/files/w.bin"
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - MIB))
+
+    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=30)
+    put_headers = {**headers, "Content-Type": "application/octet-stream"}
+    conn.request("PUT", url, body=data, headers=put_headers)
+    response = conn.getresponse()
+    assert response.status == 507, response.read()
+    assert json.loads(response.read())["error"]["code"] == "insufficient_storage"
+    conn.request("HEAD", url, headers=headers)  # the same socket: http.client does not reopen
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200 and response.headers["Upload-Offset"] == "0"
+    conn.close()

@@ -1,5 +1,7 @@
 """/api/v1/models/{name}/versions/ — declare, upload, finalize, read, download."""
 
+import contextlib
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -313,8 +315,9 @@ class VersionFileView(APIView):
             vfile = uploads.receive_file(
                 version, request.user, path, request._request, int(length), content_range
             )
-        except Conflict as exc:
-            if "received" in exc.details:
+        except Exception as exc:
+            _discard_body(request._request)
+            if isinstance(exc, Conflict) and "received" in exc.details:
                 return _with_offset(exc, exc.details["received"])
             raise
         data = {
@@ -327,6 +330,16 @@ class VersionFileView(APIView):
         response = Response(data)
         response["Upload-Offset"] = str(vfile.received)
         return response
+
+
+def _discard_body(request, piece: int = 1024 * 1024) -> None:
+    """Read what is left of a body that an error (a full disk, a wrong offset) cut short.
+    gunicorn closes a connection that has more than 64 KiB unread, without a `Connection:
+    close` the client could see, so the client's next request (the HEAD that resumes the
+    upload) would fail on it; the client sends the whole body anyway."""
+    with contextlib.suppress(OSError, ValueError):  # the client went away: nothing to keep
+        while request.read(piece):
+            pass
 
 
 def _with_offset(exc: Conflict, offset: int) -> Response:
