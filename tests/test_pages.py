@@ -496,6 +496,15 @@ def test_an_administrator_creates_and_edits_an_environment(admin_user):
     assert environment.required_approvals == 0 and environment.allow_self_approval is True
     assert environment.gates == []
 
+    client.post(
+        "/settings/environments/",
+        environment_form(environment="production", maintainer_approvals="1"),
+    )
+    environment.refresh_from_db()
+    assert (environment.required_approvals, environment.maintainer_approvals) == (2, 1)
+    html = client.get("/settings/environments/").content.decode()
+    assert "2 from <strong>reviewers</strong> and 1 from the model team's maintainers" in html
+
 
 def test_environment_form_errors_come_back_on_the_form(admin_user):
     client = signed_in(admin_user)

@@ -245,6 +245,7 @@ def _policy_values(environment: Environment | None) -> dict[str, Any]:
             "description": "",
             "required_approvals": "1",
             "reviewer_group": access.REVIEWERS,
+            "maintainer_approvals": "0",
             "allow_self_approval": False,
             "gates": "[]",
             "allowed_globals": "",
@@ -254,6 +255,7 @@ def _policy_values(environment: Environment | None) -> dict[str, Any]:
         "description": environment.description,
         "required_approvals": str(environment.required_approvals),
         "reviewer_group": environment.reviewer_group,
+        "maintainer_approvals": str(environment.maintainer_approvals),
         "allow_self_approval": environment.allow_self_approval,
         "gates": json.dumps(environment.gates, indent=2),
         "allowed_globals": "\n".join(environment.allowed_globals),
@@ -266,6 +268,7 @@ def _posted_policy(post) -> dict[str, Any]:
         "description": post.get("description", ""),
         "required_approvals": post.get("required_approvals", "").strip(),
         "reviewer_group": post.get("reviewer_group", "").strip(),
+        "maintainer_approvals": post.get("maintainer_approvals", "").strip() or "0",
         "allow_self_approval": post.get("allow_self_approval") == "on",
         "gates": post.get("gates", "").strip() or "[]",
         "allowed_globals": post.get("allowed_globals", ""),
@@ -282,6 +285,9 @@ def _policy_data(values: dict[str, Any]) -> dict[str, Any]:
         "description": values["description"],
         "required_approvals": _whole_number(values["required_approvals"], "Required approvals"),
         "reviewer_group": values["reviewer_group"],
+        "maintainer_approvals": _whole_number(
+            values["maintainer_approvals"], "Approvals from the team's maintainers"
+        ),
         "allow_self_approval": values["allow_self_approval"],
         "gates": gates,
         "allowed_globals": values["allowed_globals"].split(),
