@@ -130,7 +130,8 @@ def test_concurrent_writes_and_reads_on_sqlite(stack):
     secret = token(base, password)
     auth = {"Authorization": f"Bearer {secret}"}
     with httpx.Client(base_url=base, headers=auth, timeout=60) as api:
-        assert api.post("/api/v1/models/", json={"name": MODEL}).status_code == 201
+        made = api.post("/api/v1/models/", json={"name": MODEL, "team": "risk"})  # demo alice
+        assert made.status_code == 201, made.text
         for n in range(3):
             assert upload(api, n).status_code == 201
         wait_ready(api, 3)
