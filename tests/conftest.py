@@ -93,6 +93,16 @@ def join_team(user, role: str, team: str = "default"):
     return found
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """Users made in the test process get cheap password hashes (tests/hashers.py)."""
+    from django.contrib.auth import hashers
+
+    django_settings.PASSWORD_HASHERS = ["tests.hashers.FastPBKDF2PasswordHasher"]
+    hashers.get_hashers.cache_clear()
+    hashers.get_hashers_by_algorithm.cache_clear()
+
+
 def _make_user(username: str, groups=(), staff: bool = False, team: str | None = "default"):
     """A user in the Django `groups` given ("contributors" stands for the contributor role
     in `team`); every other user is a viewer of `team`, as everyone is of the default team
