@@ -14,7 +14,7 @@ export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/15
 export REDIS_URL ?= redis://127.0.0.1:6379/14
 endif
 
-.PHONY: install run worker test lint format bench clean chromium deploy-tools screenshots
+.PHONY: install run worker test lint format bench clean chromium deploy-tools oidc-provider screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ run: $(RUN_STAMP)
 	$(RUN_BIN)/python manage.py collectstatic --no-input -v0
 	exec $(RUN_BIN)/python deploy/run_local.py --host $(HOST) --port $(PORT) --web-workers $(WEB_WORKERS)
 
-test: $(STAMP) chromium deploy-tools
+test: $(STAMP) chromium deploy-tools oidc-provider
 	MODELGATE_VAR_DIR=$(CURDIR)/var/test $(BIN)/pytest $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium (Playwright cannot download browsers here).
@@ -56,6 +56,18 @@ chromium:
 	  else \
 	    echo "NOTE: /usr/bin/chromium is missing and this is not root: browser tests will be skipped"; \
 	    echo "      (install it with: sudo apt-get install chromium)"; \
+	  fi; \
+	fi
+
+# tests/test_oidc.py signs in through a real OpenID provider: npm's oidc-provider, pinned by
+# tests/oidc/package-lock.json, installed again when that changes.
+OIDC_STAMP := tests/oidc/node_modules/.installed-$(shell cat tests/oidc/package-lock.json | sha256sum | cut -c1-12)
+oidc-provider:
+	@if [ ! -f $(OIDC_STAMP) ]; then \
+	  if command -v npm >/dev/null && command -v node >/dev/null; then \
+	    npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error && touch $(OIDC_STAMP); \
+	  else \
+	    echo "NOTE: node or npm is missing: the single sign-on tests will be skipped"; \
 	  fi; \
 	fi
 

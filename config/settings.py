@@ -13,6 +13,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config import sso
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("MODELGATE_VAR_DIR", BASE_DIR / "var")).resolve()
 
@@ -144,13 +146,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 # Password guessing, at every door (UI, admin, token endpoint, MLflow Basic auth): axes'
-# backend goes first, counts failures per username *and* client address, and past the limit
-# refuses that pair (right password included) until the cool-off has passed since its last
-# failure; other users and other addresses are unaffected. Attempts live in the database.
-AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
-]
+# backend goes first (AUTHENTICATION_BACKENDS, under single sign-on below), counts failures
+# per username *and* client address, and past the limit refuses that pair (right password
+# included) until the cool-off has passed since its last failure; other users and other
+# addresses are unaffected. Attempts live in the database.
 AXES_FAILURE_LIMIT = int(os.environ.get("MODELGATE_LOGIN_FAILURE_LIMIT", 5))
 AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("MODELGATE_LOGIN_COOLOFF_MINUTES", 15)))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -160,6 +159,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins need no table of their own
 AXES_CLIENT_IP_CALLABLE = "registry.services.client_address.client_address"
 AXES_LOCKOUT_CALLABLE = "webui.lockout.lockout_response"
+# A single sign-on callback is no password guess: axes neither counts nor refuses it.
+AXES_WHITELIST_CALLABLE = "registry.services.signin.not_a_password"
 # Proxies whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated); empty: none,
 # the peer's address is the client's (registry/services/client_address.py).
 MODELGATE_TRUSTED_PROXIES = env_list("MODELGATE_TRUSTED_PROXIES")
@@ -168,6 +169,33 @@ for _proxy in MODELGATE_TRUSTED_PROXIES:
         ipaddress.ip_network(_proxy, strict=False)
     except ValueError as error:
         raise ImproperlyConfigured(f"MODELGATE_TRUSTED_PROXIES: {error}") from None
+
+# --- Single sign-on: OpenID Connect with mozilla-django-oidc (config/sso.py, webui/oidc.py) --
+# MODELGATE_OIDC_ISSUER (its /.well-known/openid-configuration is read at the first sign-in,
+# not at start), _CLIENT_ID, _CLIENT_SECRET, _SCOPES, _GROUPS_CLAIM, _GROUP_MAP (IdP groups
+# to team roles and Django groups, checked here), and MODELGATE_LOCAL_LOGIN=0 to turn every
+# password door off. Users are created at their first sign-in; their SSO memberships are
+# re-read from the group claim at every one (registry/services/sso.py).
+_SSO = sso.from_env(os.environ)
+AUTHENTICATION_BACKENDS = _SSO["AUTHENTICATION_BACKENDS"]
+MODELGATE_LOCAL_LOGIN = _SSO["MODELGATE_LOCAL_LOGIN"]
+MODELGATE_OIDC_ISSUER = _SSO["MODELGATE_OIDC_ISSUER"]
+MODELGATE_OIDC_GROUPS_CLAIM = _SSO["MODELGATE_OIDC_GROUPS_CLAIM"]
+MODELGATE_OIDC_GROUP_MAP = _SSO["MODELGATE_OIDC_GROUP_MAP"]
+MODELGATE_OIDC_REDIRECT_URI = _SSO["MODELGATE_OIDC_REDIRECT_URI"]
+OIDC_RP_CLIENT_ID = _SSO["OIDC_RP_CLIENT_ID"]
+OIDC_RP_CLIENT_SECRET = _SSO["OIDC_RP_CLIENT_SECRET"]
+OIDC_RP_SCOPES = _SSO["OIDC_RP_SCOPES"]
+OIDC_RP_SIGN_ALGO = _SSO["OIDC_RP_SIGN_ALGO"]
+OIDC_USE_PKCE = True
+OIDC_PKCE_CODE_CHALLENGE_METHOD = "S256"
+OIDC_TIMEOUT = float(os.environ.get("MODELGATE_OIDC_TIMEOUT", 10))  # the library waits forever
+OIDC_AUTHENTICATE_CLASS = "webui.oidc.Authenticate"
+OIDC_CALLBACK_CLASS = "webui.oidc.Callback"
+OIDC_REDIRECT_FIELD_NAME = "next"
+OIDC_TOKEN_USE_BASIC_AUTH = True  # client_secret_basic: what every provider must accept
+LOGIN_REDIRECT_URL_FAILURE = "/login/?sso=failed"
+
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"

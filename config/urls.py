@@ -1,10 +1,12 @@
 from functools import cache
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.staticfiles import finders
 from django.http import HttpResponse
 from django.urls import include, path
 from django.views.decorators.http import require_safe
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from registry import observability
@@ -42,6 +44,13 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("webui.urls")),
 ]
+if settings.MODELGATE_OIDC_ISSUER:  # single sign-on (webui/oidc.py)
+    urlpatterns.insert(0, path("oidc/", include("mozilla_django_oidc.urls")))
+if not settings.MODELGATE_LOCAL_LOGIN:
+    # No passwords: the admin's password form could never sign anyone in; the site's sign-in
+    # page (single sign-on) brings staff back to ?next=/admin/… instead.
+    admin_login = RedirectView.as_view(url="/login/", query_string=True)
+    urlpatterns.insert(0, path("admin/login/", admin_login, name="admin-sso-login"))
 
 handler404 = "webui.views.errors.not_found"
 handler403 = "webui.views.errors.forbidden"

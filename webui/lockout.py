@@ -6,6 +6,8 @@ from django.shortcuts import render
 
 from registry.services.signin import LockedOut, retry_after
 
+from .views.signin import sign_in_options
+
 
 def lockout_response(request, original_response=None, credentials=None):
     if getattr(request, "modelgate_lockout_answered", False):
@@ -16,6 +18,7 @@ def lockout_response(request, original_response=None, credentials=None):
         "form": AuthenticationForm(request, initial={"username": username}),
         "next": request.POST.get("next", request.GET.get("next", "")),
         "locked_out": LockedOut(wait).message,
+        **sign_in_options(request),
     }
     response = render(request, "webui/login.html", context, status=429)
     response["Retry-After"] = str(wait)

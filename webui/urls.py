@@ -3,12 +3,12 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import browse, monitoring, reviews, settings_pages, teams, upload, versions
+from .views import browse, monitoring, reviews, settings_pages, signin, teams, upload, versions
 
 app_name = "webui"
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="webui/login.html"), name="login"),
+    path("login/", signin.SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # browse.py: models, model page, compare, audit log
     path("", browse.models_index, name="models"),

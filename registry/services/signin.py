@@ -53,6 +53,13 @@ def authenticate(request, username: str, password: str):
     return user
 
 
+def not_a_password(request, credentials: dict | None) -> bool:
+    """AXES_WHITELIST_CALLABLE: single sign-on's callback (it authenticates with the
+    authorization code, its nonce and PKCE verifier, never a password) is not a guess to
+    count or refuse; every attempt with a password still is."""
+    return bool(credentials) and credentials.get("password") is None and "nonce" in credentials
+
+
 def retry_after(request, username: str) -> int:
     """Seconds until the (username, address) pair may sign in again."""
     cool_off = get_cool_off(request)
