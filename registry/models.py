@@ -6,13 +6,14 @@ Writes go through `registry.services`; these classes hold data and invariants on
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
-MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}\Z"  # \Z: "$" would take a final "\n"
+from registry.names import MAX_MODEL_NAME, validate_model_name
+
 ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}\Z"
 TEAM_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}\Z"
 
-model_name_validator = RegexValidator(MODEL_NAME_PATTERN)
 alias_validator = RegexValidator(ALIAS_PATTERN)
 team_name_validator = RegexValidator(TEAM_NAME_PATTERN)
 
@@ -85,7 +86,11 @@ class RegisteredModel(models.Model):
         TEAM = "team"  # the team's members, those granted access, and admins
         INTERNAL = "internal"  # every signed-in user may read it
 
-    name = models.CharField(max_length=128, unique=True, validators=[model_name_validator])
+    # Case-preserving and case-sensitive, as in MLflow; two names differing only in letter
+    # case cannot both exist (the constraint below), so one never passes for the other.
+    name = models.CharField(
+        max_length=MAX_MODEL_NAME, unique=True, validators=[validate_model_name]
+    )
     description = models.TextField(blank=True)
     tags = models.JSONField(default=dict, blank=True)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="models")
@@ -104,6 +109,9 @@ class RegisteredModel(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("name"), name="model_name_unique_ignoring_case")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -312,7 +320,7 @@ class Event(models.Model):
     model = models.ForeignKey(
         RegisteredModel, null=True, on_delete=models.SET_NULL, related_name="events"
     )
-    model_name = models.CharField(max_length=128, blank=True)
+    model_name = models.CharField(max_length=MAX_MODEL_NAME, blank=True)
     version_number = models.PositiveIntegerField(null=True, blank=True)
     data = models.JSONField(default=dict, blank=True)
 

@@ -97,7 +97,7 @@ def test_error_codes(live_server, monkeypatch, alice):
     assert error_code(client.get_registered_model, "missing") == "RESOURCE_DOES_NOT_EXIST"
     client.create_registered_model("dup")
     assert error_code(client.create_registered_model, "dup") == "RESOURCE_ALREADY_EXISTS"
-    assert error_code(client.create_registered_model, "Bad Name!") == "INVALID_PARAMETER_VALUE"
+    assert error_code(client.create_registered_model, "bad/name") == "INVALID_PARAMETER_VALUE"
     assert error_code(client.get_model_version, "dup", "7") == "RESOURCE_DOES_NOT_EXIST"
     # A digit Python's isdigit() accepts but int() does not: a 400, never a 500.
     assert error_code(client.get_model_version, "dup", "¹") == "INVALID_PARAMETER_VALUE"

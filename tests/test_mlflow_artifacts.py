@@ -269,7 +269,7 @@ def test_rename_and_delete_version(live_server, monkeypatch, alice):
     assert error_code(client.rename_registered_model, "new-name", "taken") == (
         "RESOURCE_ALREADY_EXISTS"
     )
-    assert error_code(client.rename_registered_model, "new-name", "Bad Name!") == (
+    assert error_code(client.rename_registered_model, "new-name", "bad:name") == (
         "INVALID_PARAMETER_VALUE"
     )
     renamed_event = Event.objects.get(type="model.renamed")

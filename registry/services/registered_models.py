@@ -1,6 +1,7 @@
 """Creating, changing and deleting registered models, and who may reach them."""
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, When
 
 from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from registry.models import ModelGrant, RegisteredModel, Team
@@ -47,6 +48,26 @@ def _team_for_new_model(user, team: str | None) -> Team:
     raise InvalidInput("Say which 'team' the new model belongs to.", {"field": "team"})
 
 
+def _same_name(name: str, besides: RegisteredModel | None = None) -> RegisteredModel | None:
+    """The model named `name` or a name differing from it only in letter case: MLflow's
+    names are case-sensitive, but 'Fraud' and 'fraud' side by side would pass for one
+    another in every list, and collide in a Git mirror on a case-insensitive file system."""
+    found = RegisteredModel.objects.filter(name__iexact=name)
+    if besides is not None:
+        found = found.exclude(pk=besides.pk)
+    return found.order_by(Case(When(name=name, then=0), default=1)).first()
+
+
+def _taken(name: str, existing: RegisteredModel, user) -> Conflict:
+    if existing.name == name or access.model_level(user, existing) is None:
+        return Conflict(f"Model '{name}' already exists.", {"model": name})
+    return Conflict(
+        f"Model '{name}' already exists as '{existing.name}': names differing only in "
+        "letter case are refused.",
+        {"model": name, "existing": existing.name},
+    )
+
+
 def create_model(
     user,
     name: str,
@@ -67,12 +88,12 @@ def create_model(
     owner = _team_for_new_model(user, team)
     try:
         with transaction.atomic():
-            if RegisteredModel.objects.filter(name=name).exists():
+            existing = _same_name(name)
+            if existing is not None:
                 # Only those who may read it learn that it exists.
-                existing = RegisteredModel.objects.get(name=name)
                 if access.model_level(user, existing) is None:
                     raise PermissionDenied(f"You may not create a model named '{name}'.")
-                raise Conflict(f"Model '{name}' already exists.", {"model": name})
+                raise _taken(name, existing, user)
             model = RegisteredModel.objects.create(name=name, created_by=user, team=owner, **fields)
             record_event(
                 "model.created",
@@ -133,8 +154,9 @@ def rename_model(model: RegisteredModel, user, new_name: str) -> RegisteredModel
                     "by name, so it cannot be renamed.",
                     {"environments": live},
                 )
-            if RegisteredModel.objects.filter(name=new_name).exists():
-                raise Conflict(f"Model '{new_name}' already exists.", {"model": new_name})
+            existing = _same_name(new_name, besides=model)
+            if existing is not None:
+                raise _taken(new_name, existing, user)
             old_name, model.name = model.name, new_name
             model.save()
             record_event("model.renamed", user, model=model, data={"from": old_name})

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from registry.errors import InvalidInput, TooLarge
-from registry.models import ALIAS_PATTERN, MODEL_NAME_PATTERN, TEAM_NAME_PATTERN
+from registry.models import ALIAS_PATTERN, TEAM_NAME_PATTERN
+from registry.names import model_name_problem
 
 MAX_ENTRIES = 1000
 MAX_KEY = 250
@@ -88,11 +89,13 @@ def _check_tree(value: Any, max_depth: int) -> None:
 
 
 def model_name(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(MODEL_NAME_PATTERN, value):
+    """A model name as MLflow allows it (registry/names.py says what we refuse beyond)."""
+    reason = model_name_problem(value)
+    if reason:
+        shown = repr(value[:300]) if isinstance(value, str) else repr(type(value).__name__)
         raise InvalidInput(
-            "Model names are 1-128 characters of a-z, 0-9, '.', '_' and '-', "
-            "starting with a letter or digit.",
-            {"name": value},
+            f"Invalid model name {shown}: {reason}.",
+            {"name": value if isinstance(value, str) else None, "reason": reason},
         )
     return value
 
