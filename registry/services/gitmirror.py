@@ -2,8 +2,10 @@
 
 One commit per ready version (`models/<name>/<version>.yaml`), an annotated tag
 `<name>@v<version>.0.0` for the registration and `<name>#<environment>#<n>` for every
-promotion. The database is the source of truth: `sync` brings the repository up to date
-with it (idempotently, one writer at a time) and `rebuild` recreates it from scratch.
+promotion, with the name as `gitnames.encode` writes it for Git (itself for a lowercase
+name like `fraud-eu`; `Fraud-X20Detector` for "Fraud Detector"). The database is the
+source of truth: `sync` brings the repository up to date with it (idempotently, one writer
+at a time) and `rebuild` recreates it from scratch.
 
 With MODELGATE_GIT_REMOTE set, the history lives in that remote and every worker's
 repository is a cache of it (see gitremote): what is missing is read from the remote's
@@ -24,7 +26,7 @@ from git import Actor, Repo
 
 from registry.models import ModelVersion, Promotion, RegisteredModel
 
-from . import gitremote, jobs
+from . import gitnames, gitremote, jobs
 
 log = logging.getLogger(__name__)
 KIND = "sync_git"
@@ -94,12 +96,15 @@ def version_document(version: ModelVersion) -> dict:
 
 
 def _document_path(name: str, number: int) -> str:
-    return f"models/{name}/{number}.yaml"
+    return f"models/{gitnames.folder(name)}/{number}.yaml"
+
+
+def _usable_tag(tag: str) -> str | None:
+    return tag if valid_ref(tag) and gitnames.tag_fits(tag) else None
 
 
 def _registration_tag(name: str, number: int) -> str | None:
-    tag = f"{name}@v{number}.0.0"
-    return tag if valid_ref(tag) else None
+    return _usable_tag(f"{gitnames.encode(name)}@v{number}.0.0")
 
 
 def _create_tag(repo: Repo, tag: str, sha: str, message: str) -> None:
@@ -154,8 +159,8 @@ def _commit_version(repo: Repo, version: ModelVersion) -> str:
 
 
 def _promotion_tag(promotion: Promotion) -> str | None:
-    tag = f"{promotion.model.name}#{promotion.environment.name}#{promotion.sequence}"
-    return tag if valid_ref(tag) else None
+    name, environment = gitnames.encode(promotion.model.name), promotion.environment.name
+    return _usable_tag(f"{name}#{environment}#{promotion.sequence}")
 
 
 def _create_promotion_tag(repo: Repo, promotion: Promotion, tag: str, sha: str) -> None:
@@ -211,9 +216,11 @@ def _remove_deleted(repo: Repo) -> int:
         for path in repo.git.ls_tree("-r", "--name-only", "HEAD", "--", "models/").split("\n")
         if path.count("/") >= 2
     }
-    gone = sorted(present - set(RegisteredModel.objects.values_list("name", flat=True)))
-    for name in gone:
-        repo.git.rm("-r", "-q", "--", f"models/{name}")
+    names = RegisteredModel.objects.values_list("name", flat=True)
+    gone = sorted(present - {gitnames.folder(name) for name in names})
+    for folder in gone:
+        repo.git.rm("-r", "-q", "--", f"models/{folder}")
+        name = gitnames.decode(folder) if "~" not in folder else folder
         repo.index.commit(f"Remove {name}", author=COMMITTER, committer=COMMITTER)
     return len(gone)
 
