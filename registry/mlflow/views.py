@@ -181,12 +181,19 @@ _CLAUSE = re.compile(
 )
 
 
+# AND between clauses, never inside a quoted value ("name = 'Salt AND Pepper'").
+_AND = re.compile(
+    r"""\s+AND\s+(?=(?:[^'"`]|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`)*$)""",
+    re.IGNORECASE,
+)
+
+
 def parse_filter(text: str | None) -> list[tuple[str, str, str]]:
     """`a = 'x' AND b LIKE 'y%'` as [(key, op, value)]: MLflow's subset we answer."""
     if not text or not text.strip():
         return []
     clauses = []
-    for part in re.split(r"\s+AND\s+", text.strip(), flags=re.IGNORECASE):
+    for part in _AND.split(text.strip()):
         match = _CLAUSE.match(part)
         if not match:
             raise invalid(f"Unsupported filter clause: {part!r}.")
