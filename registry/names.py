@@ -10,8 +10,10 @@ case-sensitive, and refuse beyond it (docs/API.md, "Model names"):
   other invisible characters), or text that NFKC normalisation changes: the rules of
   file paths (storage/paths.py), since a name is a path segment of the artifact area
   and of the Git mirror;
-- a name whose percent-decoded form breaks any of these ('a%2F..'): some client decodes
-  the URL a name travels in once too often.
+- a percent sign followed by two hex digits ('a%20b'): a client that decodes the URL a
+  name travels in once too often would read another name ('a b'); a '%' otherwise is
+  fine ("100% recall"). So a name is never changed by percent-decoding, and a '%XX' in
+  a name's place in a URL or artifact path can only be an encoded name.
 """
 
 import posixpath
@@ -23,8 +25,7 @@ from django.core.exceptions import ValidationError
 from registry.storage.paths import unicode_hazard
 
 MAX_MODEL_NAME = 256  # MLflow's registered_models.name column
-_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
-_DECODED_LAYERS = 3
+PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 def _problem(name: str) -> str | None:
@@ -36,6 +37,8 @@ def _problem(name: str) -> str | None:
         return "names cannot contain a backslash"
     if name != name.strip(" "):
         return "names cannot start or end with a space"
+    if PERCENT_ESCAPE.search(name):
+        return "names cannot hold a percent-escape like '%20' (a '%' alone is fine)"
     norm = posixpath.normpath(name)
     if norm != name or norm == "." or norm.startswith(".."):
         return "names cannot be '.' or start with '..' (they are path segments)"
@@ -48,16 +51,7 @@ def model_name_problem(value: object) -> str | None:
         return "a model name must be a non-empty string"
     if len(value) > MAX_MODEL_NAME:
         return f"names are at most {MAX_MODEL_NAME} characters"
-    reason = _problem(value)
-    decoded, layers = value, 0
-    while reason is None and _PERCENT_ESCAPE.search(decoded) and layers < _DECODED_LAYERS:
-        decoded, layers = unquote(decoded), layers + 1
-        reason = _problem(decoded)
-        if reason:
-            reason = f"once percent-decoded, {reason}"
-    if reason is None and _PERCENT_ESCAPE.search(decoded):
-        reason = "it is percent-encoded too many times"
-    return reason
+    return _problem(value)
 
 
 def validate_model_name(value: object) -> None:
@@ -65,3 +59,19 @@ def validate_model_name(value: object) -> None:
     reason = model_name_problem(value)
     if reason:
         raise ValidationError(f"Invalid model name {value!r}: {reason}.")
+
+
+_URI_ESCAPES = {"%": "%25", "#": "%23", "?": "%3F"}
+
+
+def in_uri(name: str) -> str:
+    """The name as a path segment of a URI clients parse (`mlflow-artifacts:/modelgate/
+    <name>/1`): '#', '?' and '%' escaped, as urlparse would cut at the first two; the rest
+    as it is, which every HTTP client encodes itself."""
+    return "".join(_URI_ESCAPES.get(char, char) for char in name)
+
+
+def from_uri(segment: str) -> str:
+    """The name `segment` stands for: percent-decoded if it holds an escape, which no name
+    holds itself (so 'a%23b' can only be "a#b")."""
+    return unquote(segment) if PERCENT_ESCAPE.search(segment) else segment

@@ -116,17 +116,21 @@ def validate_remote_path(path: object) -> str:
 
 
 def split_ref(reference: str) -> tuple[str, str]:
-    """`NAME@ALIAS`, `NAME/N` or `NAME` → (name, ref) with ref `@alias`, `N` or `latest`."""
-    if "@" in reference:
-        name, alias = reference.split("@", 1)
-        ref = f"@{alias}"
-        if not alias:
-            raise ValueError(f"'{reference}': the alias after '@' is missing.")
-    elif "/" in reference:
+    """`NAME@ALIAS`, `NAME/N` or `NAME` → (name, ref) with ref `@alias`, `N` or `latest`.
+
+    A name may hold '@' (MLflow allows it) but never '/', and an alias holds neither: so
+    `NAME/N` is tried first and `NAME@ALIAS` splits at the last '@' ("a@b@prod" is alias
+    prod of "a@b"; a name with '@' is named alone as `NAME/N` or `NAME@ALIAS`)."""
+    if "/" in reference:
         name, number = reference.split("/", 1)
         ref = number
         if not (number.isascii() and number.isdigit()):
             raise ValueError(f"'{reference}': the version after '/' must be a number.")
+    elif "@" in reference:
+        name, alias = reference.rsplit("@", 1)
+        ref = f"@{alias}"
+        if not alias:
+            raise ValueError(f"'{reference}': the alias after '@' is missing.")
     else:
         name, ref = reference, "latest"
     if not name:

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from registry.models import ModelVersion, RegisteredModel
+from registry.names import in_uri
 
 STATUS = {
     ModelVersion.State.UPLOADING: "PENDING_REGISTRATION",
@@ -23,7 +24,7 @@ def tag_list(tags: dict) -> list[dict]:
 
 
 def download_uri(version: ModelVersion) -> str:
-    return f"mlflow-artifacts:/modelgate/{version.model.name}/{version.number}"
+    return f"mlflow-artifacts:/modelgate/{in_uri(version.model.name)}/{version.number}"
 
 
 def current_stage(version: ModelVersion, aliases: list[str] | None = None) -> str:

@@ -1,7 +1,8 @@
 """MLflow's artifact area: files uploaded before they become a version, and versions' files.
 
 Artifact paths are a namespace of the blob store, never of a file system:
-- `modelgate/<model>/<version>/<file>` is every version's files, read-only;
+- `modelgate/<model>/<version>/<file>` is every version's files, read-only (the model's
+  name as `registry.names.in_uri` writes it, or as it is);
 - anything else is an `ArtifactFile` that a client uploaded (write-once: the same bytes
   again are accepted, other bytes under the same path are refused).
 
@@ -21,6 +22,7 @@ from django.db.models import Q
 
 from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from registry.models import ArtifactFile, ModelVersion, RegisteredModel
+from registry.names import from_uri
 from registry.storage import BlobInfo, get_store, validate_file_path
 
 from . import access, versions
@@ -64,7 +66,7 @@ def _version_at(path: str, user) -> tuple[ModelVersion, str] | None:
     parts = path.split("/")
     if parts[0] != VERSIONS_ROOT or len(parts) < 3:
         return None
-    name, number, rest = parts[1], parts[2], "/".join(parts[3:])
+    name, number, rest = from_uri(parts[1]), parts[2], "/".join(parts[3:])
     if not (number.isascii() and number.isdigit()):
         raise NotFound(f"No artifacts at '{path}'.", {"path": path})
     version = (
@@ -137,8 +139,12 @@ def _root_listing(path: str, user) -> list[Entry]:
         return sorted([Entry(VERSIONS_ROOT, True), *staged], key=lambda e: e.name)
     if path == VERSIONS_ROOT:
         names = access.visible_models(user).order_by("name").values_list("name", flat=True)
-        return [Entry(name, True) for name in names]
-    readable = access.visible(user, ModelVersion.objects.filter(model__name=path.split("/")[1]))
+        # MLflow's client decodes every listed path and refuses one holding '#' (one '?'
+        # then cuts the URL it builds): such a model's versions stay reachable by their
+        # download URI (names.in_uri), and the listing stays readable for everyone else.
+        return [Entry(name, True) for name in names if "#" not in name and "?" not in name]
+    name = from_uri(path.split("/")[1])
+    readable = access.visible(user, ModelVersion.objects.filter(model__name=name))
     numbers = readable.order_by("number")
     return [Entry(str(n), True) for n in numbers.values_list("number", flat=True)]
 
