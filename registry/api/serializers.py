@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry.models import Alias, ApiToken, Event, ModelVersion, RegisteredModel, VersionFile
+from registry.names import MAX_MODEL_NAME
 from registry.services.gates import GATE_TYPES
 from registry.services.gates import OPS as GATE_OPS
 from registry.services.monitoring.monitors import METRICS as MONITOR_METRICS
@@ -60,7 +61,11 @@ def absolute(request, viewname: str, **kwargs) -> str:
 
 
 class ModelCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=128)
+    name = serializers.CharField(
+        max_length=MAX_MODEL_NAME,
+        trim_whitespace=False,
+        help_text="As MLflow allows (case kept, spaces); no '/', ':' or '\\'. docs/API.md.",
+    )
     description = serializers.CharField(required=False, allow_blank=True)
     tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
     team = serializers.CharField(
