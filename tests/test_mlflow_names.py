@@ -76,6 +76,16 @@ def test_hostile_names_are_refused_with_a_clear_400(alice_api, name, why):
     assert not RegisteredModel.objects.exists()
 
 
+def test_a_refused_name_is_echoed_only_when_it_can_be_written():
+    from registry.errors import InvalidInput
+    from registry.services import validation
+
+    with pytest.raises(InvalidInput) as info:
+        validation.model_name("lone\ud800")  # only a door that skips the JSON reader
+    assert "U+D800" in info.value.message and info.value.details["name"] is None
+    json.dumps(info.value.message, ensure_ascii=False).encode()
+
+
 @pytest.mark.django_db
 def test_names_differing_only_in_letter_case_cannot_both_exist(alice_api, alice):
     assert alice_api.post("/api/v1/models/", {"name": "Fraud"}, format="json").status_code == 201

@@ -92,10 +92,10 @@ def model_name(value: Any) -> str:
     """A model name as MLflow allows it (registry/names.py says what we refuse beyond)."""
     reason = model_name_problem(value)
     if reason:
-        shown = repr(value[:300]) if isinstance(value, str) else repr(type(value).__name__)
+        echoed = value if isinstance(value, str) and not _SURROGATE.search(value) else None
+        shown = repr(value[:300]) if isinstance(value, str) else type(value).__name__
         raise InvalidInput(
-            f"Invalid model name {shown}: {reason}.",
-            {"name": value if isinstance(value, str) else None, "reason": reason},
+            f"Invalid model name {shown}: {reason}.", {"name": echoed, "reason": reason}
         )
     return value
 
