@@ -93,12 +93,18 @@ def test_names_differing_only_in_letter_case_cannot_both_exist(alice_api, alice)
     assert again.status_code == 409, again.content
     assert "already exists as 'Fraud'" in again.json()["error"]["message"]
     assert alice_api.post("/api/v1/models/", {"name": "churn"}, format="json").status_code == 201
+    assert alice_api.post("/api/v1/models/", {"name": "Ölmodell"}, format="json").status_code == 201
+    assert alice_api.post("/api/v1/models/", {"name": "ölMODELL"}, format="json").status_code == 409
     churn = RegisteredModel.objects.get(name="churn")
     with pytest.raises(Conflict, match="already exists as 'Fraud'"):
         rename_model(churn, alice, "fraud")
     # A model may change the case of its own name.
     rename_model(RegisteredModel.objects.get(name="Fraud"), alice, "fRAUD")
-    assert list(RegisteredModel.objects.values_list("name", flat=True)) == ["churn", "fRAUD"]
+    assert set(RegisteredModel.objects.values_list("name", flat=True)) == {
+        "churn",
+        "fRAUD",
+        "Ölmodell",
+    }
     # The database holds the rule too, whatever door a write comes through.
     with pytest.raises(IntegrityError), transaction.atomic():
         RegisteredModel.objects.create(name="FrAuD", created_by=alice, team=default_team())
