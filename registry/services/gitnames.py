@@ -25,11 +25,12 @@ is shortened with a digest of the name, which no encoding contains ('~').
 
 import hashlib
 import re
+import string
 
 OLD_FORM = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 MAX_TAG = 240  # bytes of a whole tag (ASCII): under 255 per file name and git_tag's 255
 MAX_FOLDER = 200
-_KEPT = re.compile(r"[A-Za-z0-9]")
+_KEPT = frozenset(string.ascii_letters + string.digits)
 _ESCAPE = re.compile(r"-(?:X([0-9A-F]{2})|U([0-9A-F]{4})|V([0-9A-F]{6}))")
 
 
@@ -48,7 +49,7 @@ def encode(name: str) -> str:
         return name
     last = len(name) - 1
     encoded = "".join(
-        char if _KEPT.fullmatch(char) or (char == "_" and 0 < i < last) else _escape(char)
+        char if char in _KEPT or (char == "_" and 0 < i < last) else _escape(char)
         for i, char in enumerate(name)
     )
     # `git tag -X...` would read an option: a first escape starts with '_' instead, which
