@@ -57,6 +57,7 @@ def _url(name: str) -> str:
         (" Fraud", "space"),
         ("Fraud ", "space"),
         ("Fraud%20Detector", "percent-escape"),
+        ("x%2F..%2Fstore", "percent-escape"),  # '/../' to a client decoding once more
         ("Fraud\u202eDetector", "U+202E"),  # RIGHT-TO-LEFT OVERRIDE
         ("Fraud\u200bDetector", "U+200B"),  # ZERO WIDTH SPACE
         ("\ufeffFraud", "U+FEFF"),  # BYTE ORDER MARK
@@ -136,6 +137,12 @@ def test_mlflow_names_round_trip_over_http_and_are_audited(live_server, alice, a
     assert (file.status_code, file.content) == (200, b"weights")
     events = Event.objects.filter(model_name=name).values_list("type", flat=True)
     assert {"model.created", "version.created"} <= set(events)
+    audit = api.get("/api/v1/events/", params={"model": name}).json()["results"]
+    assert audit and {event["model"] for event in audit} == {name}
+    from registry.services.webhooks import payload
+
+    sent = json.loads(json.dumps(payload(Event.objects.filter(model_name=name).first())))
+    assert sent["model"] == name
 
 
 # --- the MLflow client ------------------------------------------------------------------
@@ -208,6 +215,9 @@ def test_pages_link_to_names_with_spaces_hashes_and_question_marks(alice_api, al
     assert "<script>x" not in page
     listing = browser.get("/").content.decode()
     assert f'href="{location}"' in listing
+    searched = browser.get("/", {"q": "fraud #2?"}).content.decode()
+    assert f'href="{location}"' in searched
+    assert location not in browser.get("/", {"q": "fraud #3"}).content.decode()
     number = upload_version(alice_api, quote("Fraud #2? <script>x", safe=""), {"w.bin": b"w"})
     version_page = browser.get(f"{location}versions/{number}/")
     assert version_page.status_code == 200
