@@ -177,10 +177,21 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 CREATE_USER = """
 from django.contrib.auth.models import User
-from registry.models import Team, TeamMembership
+from registry.models import ModelGrant, RegisteredModel, Team, TeamMembership
 user = User.objects.create_user({username!r}, password={password!r})
 team = Team.objects.get_or_create(name="default")[0]
 TeamMembership.objects.create(team=team, user=user, role="contributor")
+# Issue 19: the reader belongs to several teams (each with private and internal models of its
+# own) and holds a grant, so every read pays for access checks as a real user's would.
+for n, role in enumerate(("viewer", "contributor", "maintainer", "viewer")):
+    other = Team.objects.create(name=f"bench-team-{{n}}")
+    TeamMembership.objects.create(team=other, user=user, role=role)
+    for visibility in ("team", "internal"):
+        RegisteredModel.objects.create(name=f"bench-{{n}}-{{visibility}}", team=other,
+                                       visibility=visibility)
+outside = Team.objects.create(name="bench-outside")
+granted = RegisteredModel.objects.create(name="bench-granted", team=outside)
+ModelGrant.objects.create(model=granted, user=user, level="read")
 """
 
 
