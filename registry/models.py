@@ -757,3 +757,145 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.monitor} ({self.state})"
+
+
+# --- MLflow tracking -------------------------------------------------------------------
+#
+# What `mlflow.start_run()`, autolog and `log_model` write, kept so that a version can be
+# registered from a run or a logged model (registry.services.tracking). Artifacts are
+# `ArtifactFile`s under `experiments/<id>/...`, in the same content-addressed store.
+
+
+class Experiment(models.Model):
+    """MLflow's experiment, owned by a team: its readers read its runs, writers write."""
+
+    class Stage(models.TextChoices):
+        ACTIVE = "active"
+        DELETED = "deleted"
+
+    # pk 0 is MLflow's "Default" experiment, created on first use.
+    name = models.CharField(max_length=500, unique=True)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="experiments")
+    tags = models.JSONField(default=dict, blank=True)
+    lifecycle_stage = models.CharField(max_length=8, choices=Stage.choices, default=Stage.ACTIVE)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "RUNNING"
+        SCHEDULED = "SCHEDULED"
+        FINISHED = "FINISHED"
+        FAILED = "FAILED"
+        KILLED = "KILLED"
+
+    id = models.CharField(max_length=32, primary_key=True)  # uuid4 hex, as MLflow's
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="runs")
+    name = models.CharField(max_length=250, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    start_time = models.BigIntegerField(null=True, blank=True)  # ms since the epoch
+    end_time = models.BigIntegerField(null=True, blank=True)
+    lifecycle_stage = models.CharField(max_length=8, default="active")
+    tags = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    # Logged models used and produced: [{"model_id"}], [{"model_id", "step"}].
+    model_inputs = models.JSONField(default=list, blank=True)
+    model_outputs = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-start_time", "id"]
+        indexes = [models.Index(fields=["experiment", "start_time"], name="run_experiment_start")]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class RunMetric(models.Model):
+    """One logged value; a run's metric is its latest (highest step, then time, then value)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_values")
+    key = models.CharField(max_length=250)
+    value = models.FloatField()
+    timestamp = models.BigIntegerField()
+    step = models.BigIntegerField(default=0)
+    model_id = models.CharField(max_length=40, blank=True)  # a logged model it measures
+    dataset_name = models.CharField(max_length=500, blank=True)
+    dataset_digest = models.CharField(max_length=36, blank=True)
+
+    class Meta:
+        ordering = ["run", "key", "step", "timestamp", "value"]
+        indexes = [models.Index(fields=["run", "key"], name="run_metric_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+class RunDataset(models.Model):
+    """A dataset a run logged as an input (log_inputs): its description, never its rows."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=500)
+    digest = models.CharField(max_length=36)
+    source_type = models.CharField(max_length=36, blank=True)
+    source = models.TextField(blank=True)
+    schema = models.TextField(blank=True)
+    profile = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name", "digest"], name="run_dataset_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.digest})"
+
+
+class LoggedModel(models.Model):
+    """MLflow 3's logged model (`models:/m-<id>`): files under its own artifact folder."""
+
+    class Status(models.TextChoices):
+        PENDING = "LOGGED_MODEL_PENDING"
+        READY = "LOGGED_MODEL_READY"
+        UPLOAD_FAILED = "LOGGED_MODEL_UPLOAD_FAILED"
+
+    id = models.CharField(max_length=40, primary_key=True)  # "m-" + uuid4 hex
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="logged_models"
+    )
+    name = models.CharField(max_length=250)
+    source_run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="logged_models"
+    )
+    model_type = models.CharField(max_length=250, blank=True)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
+    status_message = models.TextField(blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    deleted = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.id

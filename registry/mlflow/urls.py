@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import views
+from . import tracking, views
 
 urlpatterns = [
     path("registered-models/create", views.registered_model_create),
@@ -24,5 +24,6 @@ urlpatterns = [
     path("model-versions/set-tag", views.model_version_set_tag),
     path("model-versions/delete-tag", views.model_version_delete_tag),
     path("model-versions/get-download-uri", views.model_version_download_uri),
+    *tracking.urlpatterns,  # experiments, runs, logged models
     re_path(r"^.*$", views.not_served),
 ]

@@ -245,3 +245,36 @@ def visible_events(user, events: QuerySet) -> QuerySet:
         | (model_less & Q(type__startswith="team.", data__team__in=list(teams)))
         | (model_less & Q(actor=user))
     )
+
+
+# --- what a team owns besides models (MLflow experiments and their runs) ----------------
+
+
+def team_level(user, team_id: int) -> str | None:
+    """What the caller may do with something team `team_id` owns that has no grants or
+    visibility of its own: their role's level (admins manage), within the token's scopes
+    and its team limits (a token limited to models only reaches no team's things)."""
+    if not active(user):
+        return None
+    token = acting_token(user)
+    teams, models = token.limit_ids() if token is not None else ((), ())
+    if (teams or models) and team_id not in teams:
+        return None
+    level = MANAGE if is_admin(user) else ROLE_LEVEL.get(team_roles(user).get(team_id))
+    if level is None:
+        return None
+    cap = _token_cap(user)
+    return level if RANK[level] <= RANK[cap] else cap
+
+
+def visible_team_ids(user, level: str = READ) -> list[int] | None:
+    """The teams whose things the caller may act on at `level`; None: every team (an admin
+    without a team-limited token)."""
+    if not active(user) or RANK[level] > RANK[_token_cap(user)]:
+        return []
+    token = acting_token(user)
+    teams, models = token.limit_ids() if token is not None else ((), ())
+    if is_admin(user):
+        return list(teams) if (teams or models) else None
+    mine = [t for t, role in team_roles(user).items() if RANK[ROLE_LEVEL[role]] >= RANK[level]]
+    return [t for t in mine if t in teams] if (teams or models) else mine

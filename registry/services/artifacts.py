@@ -25,7 +25,7 @@ from registry.models import ArtifactFile, ModelVersion, RegisteredModel
 from registry.names import from_uri
 from registry.storage import BlobInfo, get_store, validate_file_path
 
-from . import access, versions
+from . import access, tracking, versions
 from .events import record_event
 
 VERSIONS_ROOT = "modelgate"
@@ -126,6 +126,12 @@ def list_artifacts(path: str, user) -> list[Entry]:
     in_versions_root = path.startswith(f"{VERSIONS_ROOT}/") and path.count("/") == 1
     if path in ("", VERSIONS_ROOT) or in_versions_root:
         return _root_listing(path, user)
+    if tracking.is_tracking_path(path):  # a run's or logged model's: its readers list it
+        try:
+            tracking.artifact_origin(user, path)
+        except NotFound:
+            return []
+        return _listing(_staged_blobs(path), path)
     found = _version_at(path, user)
     if found:
         version, inside = found
@@ -152,6 +158,12 @@ def _root_listing(path: str, user) -> list[Entry]:
 def find_file(path: str, user) -> Blob:
     """The blob behind one artifact file, or NotFound (PermissionDenied: quarantined)."""
     path = clean_path(path)
+    if tracking.is_tracking_path(path):
+        tracking.artifact_origin(user, path)
+        staged = ArtifactFile.objects.filter(path=path).first()
+        if staged is not None:
+            return Blob(posixpath.basename(staged.path), staged.sha256, staged.size)
+        raise NotFound(f"Artifact '{path}' does not exist.", {"path": path})
     found = _version_at(path, user)
     if found:
         version, inside = found
@@ -167,19 +179,25 @@ def find_file(path: str, user) -> Blob:
 
 
 def upload_artifact(user, path: str, stream: BinaryIO) -> ArtifactFile:
-    """Store one file at `path`, streamed and hashed; the same bytes twice is a no-op."""
-    if access.WRITE not in access.role_scopes(user):  # someone who may write to a model
-        raise PermissionDenied("Your role does not allow uploading artifacts.")
+    """Store one file at `path`, streamed and hashed; the same bytes twice is a no-op.
+    A run's or logged model's folder takes files from its creator only."""
     path = clean_path(path)
+    in_tracking = tracking.is_tracking_path(path)
+    if in_tracking:
+        tracking.artifact_origin(user, path, access.WRITE)  # before reading a byte
+    elif access.WRITE not in access.role_scopes(user):  # someone who may write to a model
+        raise PermissionDenied("Your role does not allow uploading artifacts.")
     if path == VERSIONS_ROOT or path.startswith(f"{VERSIONS_ROOT}/"):
         raise PermissionDenied(
             f"'{VERSIONS_ROOT}/' holds registered versions and is read-only.", {"path": path}
         )
-    _refuse_foreign_folder(user, path)  # before reading a byte
+    if not in_tracking:
+        _refuse_foreign_folder(user, path)  # before reading a byte
     info = get_store().put(stream, max_size=settings.MODELGATE_MAX_FILE_SIZE)
     try:
         with transaction.atomic():
-            _refuse_foreign_folder(user, path)  # again: another writer may have won meanwhile
+            if not in_tracking:  # again: another writer may have won meanwhile
+                _refuse_foreign_folder(user, path)
             _refuse_file_dir_clash(path)
             artifact = ArtifactFile.objects.create(
                 path=path, size=info.size, sha256=info.sha256, created_by=user
@@ -231,34 +249,42 @@ def _refuse_file_dir_clash(path: str) -> None:
 # --- create_model_version sources -------------------------------------------------------
 
 
-def resolve_source(source: object, user) -> list[tuple[str, BlobInfo, int | None]]:
+def resolve_source(
+    source: object, user, origin: "tracking.Origin | None" = None
+) -> list[tuple[str, BlobInfo, int | None]]:
     """(path in the new version, blob, who uploaded it) for every file a source names, all
     already stored. Staged files must all be the caller's own (or the caller an admin).
 
     Accepted: `mlflow-artifacts:/<folder or file>` uploaded here, `mlflow-artifacts:/modelgate/
-    <model>/<n>` and `models:/<model>/<n>` (an existing version's files). Refused before any
-    lookup: other schemes (file:, http:, s3:, runs: ...), bare paths, hosts, `.`/`..`
-    segments, queries and fragments.
+    <model>/<n>` and `models:/<model>/<n>` (an existing version's files), and a run's or
+    logged model's files (`origin`, from `source_origin`). Refused before any lookup:
+    other schemes (file:, http:, s3: ...), bare paths, hosts, `.`/`..` segments, queries
+    and fragments.
     """
-    if not isinstance(source, str) or not source.strip():
-        raise InvalidInput("'source' is required.", {"source": source})
-    if "?" in source or "#" in source:
-        raise InvalidInput("'source' may not carry a query or a fragment.", {"source": source})
+    if origin is None:
+        origin = source_origin(source, user)
+    if origin is not None:  # files its readers may take: their writer was its creator
+        prefix = origin.prefix
+        blobs = _staged_blobs(prefix) or _staged_file(prefix)
+        return _stored(source, blobs, prefix)
     parts = urlsplit(source)
     if parts.scheme == "models":
         path = _source_path(source, parts)
         name, sep, number = path.rpartition("/")
         if not sep or not (number.isascii() and number.isdigit()):
             raise InvalidInput(
-                "A models: source must be 'models:/<model>/<version number>'.", {"source": source}
+                "A models: source must be 'models:/<model>/<version number>' or "
+                "'models:/m-<logged model id>'.",
+                {"source": source},
             )
         path = f"{VERSIONS_ROOT}/{name}/{number}"
     elif parts.scheme == "mlflow-artifacts":
         path = _source_path(source, parts)
     else:
         raise InvalidInput(
-            "'source' must be an mlflow-artifacts:/ folder uploaded to this server or "
-            "models:/<model>/<version>; server paths and other URLs are never read.",
+            "'source' must be an mlflow-artifacts:/ folder uploaded to this server, "
+            "models:/<model>/<version>, models:/m-<logged model id> or runs:/<run id>/<path>; "
+            "server paths and other URLs are never read.",
             {"source": source},
         )
     found = _version_at(path, user)
@@ -281,6 +307,22 @@ def resolve_source(source: object, user) -> list[tuple[str, BlobInfo, int | None
                 "only files its creator uploaded.",
                 {"source": source, "files": foreign[:20]},
             )
+    return _stored(source, blobs, prefix)
+
+
+def source_origin(source: object, user) -> "tracking.Origin | None":
+    """The run or logged model whose files `source` names; None for other sources."""
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidInput("'source' is required.", {"source": source})
+    if "?" in source or "#" in source:
+        raise InvalidInput("'source' may not carry a query or a fragment.", {"source": source})
+    parts = urlsplit(source)
+    if parts.scheme not in ("runs", "models", "mlflow-artifacts"):
+        return None
+    return tracking.source_origin(user, source, parts.scheme, _source_path(source, parts))
+
+
+def _stored(source: str, blobs: list[Blob], prefix: str) -> list[tuple[str, BlobInfo, int | None]]:
     if not blobs:
         raise InvalidInput(f"No artifacts were uploaded under '{source}'.", {"source": source})
     store = get_store()
@@ -313,9 +355,13 @@ def _source_path(source: str, parts) -> str:
 def create_version_from_source(
     model: RegisteredModel, user, source: str, fields: dict
 ) -> ModelVersion:
-    """A new version of `model` holding the files `source` names (no bytes are copied)."""
+    """A new version of `model` holding the files `source` names (no bytes are copied); from
+    a run or a logged model, with their metrics, params and tags."""
     access.require_model(user, model, access.WRITE)
-    found = resolve_source(source, user)
+    origin = source_origin(source, user)
+    found = resolve_source(source, user, origin)
+    if origin is not None:  # a run feeds its version: metrics, params, tags, lineage
+        fields = tracking.fed_fields(origin, fields)
     lineage = {**fields.pop("lineage", {}), "source": source}
     blobs = [(path, blob) for path, blob, _ in found]
     uploaders = {path: uploader for path, _, uploader in found}

@@ -18,6 +18,7 @@ MAX_KEY = 250
 MAX_VALUE = 5000
 MAX_TEXT = 100_000
 LINEAGE_KEYS = {"code_commit", "dataset", "run_url", "run_id", "parent_version", "source"}
+LINEAGE_KEYS |= {"experiment_id", "logged_model_id"}  # a version made from an MLflow run
 MAX_JSON_DEPTH = 32  # deeper than any metadata needs, far below Python's recursion limit
 _KEY = re.compile(r"[A-Za-z0-9_.\-/: ]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
