@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied, RegistryError
 from registry.models import ArtifactFile, ModelVersion, RegisteredModel
 from registry.names import from_uri
 from registry.storage import BlobInfo, get_store, validate_file_path
@@ -358,13 +358,19 @@ def create_version_from_source(
     """A new version of `model` holding the files `source` names (no bytes are copied); from
     a run or a logged model, with their metrics, params and tags."""
     access.require_model(user, model, access.WRITE)
-    origin = source_origin(source, user)
-    found = resolve_source(source, user, origin)
-    if origin is not None:  # a run feeds its version: metrics, params, tags, lineage
-        fields = tracking.fed_fields(origin, fields)
-    lineage = {**fields.pop("lineage", {}), "source": source}
-    blobs = [(path, blob) for path, blob, _ in found]
-    uploaders = {path: uploader for path, _, uploader in found}
-    return versions.create_version_from_blobs(
-        model, user, {**fields, "lineage": lineage}, blobs, uploaders=uploaders
-    )
+    try:
+        origin = source_origin(source, user)
+        found = resolve_source(source, user, origin)
+        if origin is not None:  # a run feeds its version: metrics, params, tags, lineage
+            fields = tracking.fed_fields(origin, fields)
+        lineage = {**fields.pop("lineage", {}), "source": source}
+        blobs = [(path, blob) for path, blob, _ in found]
+        uploaders = {path: uploader for path, _, uploader in found}
+        return versions.create_version_from_blobs(
+            model, user, {**fields, "lineage": lineage}, blobs, uploaders=uploaders
+        )
+    except RegistryError:
+        # log_model(registered_model_name=) made the model a moment ago for this version.
+        if tracking.is_tracking_source(source):
+            tracking.discard_unused_model(model, user)
+        raise

@@ -15,6 +15,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -25,13 +26,14 @@ from registry.models import (
     DEFAULT_TEAM,
     Experiment,
     LoggedModel,
+    RegisteredModel,
     Run,
     RunDataset,
     RunMetric,
     Team,
 )
 
-from . import access, validation
+from . import access, gitmirror, validation
 from .events import record_event
 from .locking import for_update
 from .teams import get_team
@@ -584,6 +586,40 @@ def fed_fields(origin: Origin, fields: dict) -> dict:
         # The run the files came from wins over a run_id the caller named.
         "lineage": {**given, **lineage},
     }
+
+
+def is_tracking_source(source: Any) -> bool:
+    return isinstance(source, str) and (
+        source.startswith(("runs:/", "models:/m-", f"mlflow-artifacts:/{ROOT}/"))
+    )
+
+
+# MLflow registers in two calls, the model then its first version: a first version that
+# fails leaves a model nobody asked for, unless it is taken back.
+UNUSED_MODEL_SECONDS = 120
+
+
+def discard_unused_model(model: RegisteredModel, user) -> bool:
+    """Delete `model` if it is what the caller's register step just made and nothing
+    else: created by them in the last UNUSED_MODEL_SECONDS, bare (no description, tags,
+    aliases or grants) and never given a version. True if it was deleted."""
+    with transaction.atomic():
+        locked = for_update(RegisteredModel).filter(pk=model.pk).first()
+        if (
+            locked is None
+            or locked.last_version_number
+            or locked.created_by_id != user.pk
+            or locked.description
+            or locked.tags
+            or timezone.now() - locked.created_at > timedelta(seconds=UNUSED_MODEL_SECONDS)
+            or locked.aliases.exists()
+            or locked.grants.exists()
+        ):
+            return False
+        record_event("model.discarded", user, model=locked, data={"reason": "first version failed"})
+        locked.delete()
+        gitmirror.request_sync()
+    return True
 
 
 # --- input shapes ---------------------------------------------------------------------------
