@@ -238,7 +238,7 @@ def test_auth(live_server, monkeypatch, alice, reader):
 
 def test_unknown_endpoint_is_mlflow_shaped(live_server, alice):
     response = requests.post(
-        f"{live_server.url}/api/2.0/mlflow/experiments/create",
+        f"{live_server.url}/api/2.0/mlflow/experiments/delete",  # not served
         headers={"Authorization": f"Bearer {token_for(alice)}"},
         json={},
     )

@@ -11,7 +11,9 @@ import pytest
 import requests
 
 from registry.models import (
+    Alias,
     ArtifactFile,
+    Environment,
     Experiment,
     LoggedModel,
     ModelVersion,
@@ -85,11 +87,13 @@ with mlflow.start_run() as run:
 run_id = run.info.run_id
 autologged = mlflow.register_model(f"runs:/{run_id}/model", "fraud-detector")
 exported = mlflow.register_model(f"runs:/{run_id}/exported", "fraud-detector")
+mlflow.MlflowClient().set_registered_model_alias("fraud-detector", "champion", "1")
 expected = model.predict(X).tolist()
 loads = {
     uri: mlflow.pyfunc.load_model(uri).predict(X).tolist() == expected
     for uri in (
         "models:/fraud-detector/1",
+        "models:/fraud-detector@champion",
         f"models:/fraud-detector/{exported.version}",
         f"runs:/{run_id}/exported",
         info.model_uri,
@@ -155,18 +159,20 @@ def test_autolog_log_model_register_and_load(web, tmp_path, celery_worker, alice
     assert first.scan_status == "clean", first.scan_findings
     assert LoggedModel.objects.filter(source_run=run).count() == 2
 
-    # metric_not_worse reads the run-fed metric: worse than the live version is refused.
-    live = exported
-    candidate = ModelVersion.objects.get(pk=first.pk)
-    live.metrics = {**live.metrics, "val_auc": 0.95}
-    result = gates._metric_not_worse(
-        candidate, {"type": "metric_not_worse", "metric": "val_auc"}, live
+    # metric_not_worse reads the run-fed metric: a live version that did better blocks it.
+    production = Environment.objects.create(
+        name="production", gates=[{"type": "metric_not_worse", "metric": "val_auc"}]
     )
-    assert result["passed"] is False and "0.91" in result["detail"], result
-    result = gates._metric_not_worse(
-        candidate, {"type": "metric_not_worse", "metric": "val_auc"}, versions[2]
-    )
-    assert result["passed"] is True, result
+    Alias.objects.create(model=exported.model, name="production", version=exported)
+
+    def not_worse(version):
+        results = gates.evaluate(ModelVersion.objects.get(pk=version.pk), production)
+        return next(r for r in results if r["type"] == "metric_not_worse")
+
+    assert not_worse(first)["passed"] is True  # 0.91, as the live one
+    ModelVersion.objects.filter(pk=exported.pk).update(metrics={"val_auc": 0.95})
+    result = not_worse(first)
+    assert result["passed"] is False and "val_auc = 0.91" in result["detail"], result
 
 
 def test_another_teams_experiment_and_run_do_not_exist_for_you(web, tmp_path, alice):

@@ -119,7 +119,14 @@ def get_experiment(user, experiment_id: Any, level: str = access.READ) -> Experi
         found = Experiment.objects.filter(pk=int(ref)).first()
     if found is None:
         raise _experiment_missing(ref)
-    _require(user, found, level, _experiment_missing(ref))
+    missing = _experiment_missing(ref)
+    if found.pk == DEFAULT_ID:  # everyone's MLflow has one: say why this one is not yours
+        missing = NotFound(
+            f"Experiment '0' (MLflow's Default) belongs to team '{found.team.name}', which "
+            "you are not in: choose an experiment of your team with mlflow.set_experiment().",
+            {"experiment": ref},
+        )
+    _require(user, found, level, missing)
     return found
 
 
