@@ -157,7 +157,11 @@ def test_autolog_log_model_register_and_load(web, tmp_path, celery_worker, alice
 
     # The worker scanned and packaged it like any upload.
     assert first.scan_status == "clean", first.scan_findings
-    assert LoggedModel.objects.filter(source_run=run).count() == 2
+    logged = LoggedModel.objects.filter(source_run=run)
+    assert sorted(logged.values_list("name", "status")) == [
+        ("clf", "LOGGED_MODEL_READY"),
+        ("model", "LOGGED_MODEL_READY"),
+    ]
 
     # metric_not_worse reads the run-fed metric: a live version that did better blocks it.
     production = Environment.objects.create(
@@ -232,6 +236,15 @@ def test_another_teams_experiment_and_run_do_not_exist_for_you(web, tmp_path, al
     )
     assert put.status_code == 404, put.text
     assert not ArtifactFile.objects.exists()
+
+    # Basic auth, as MLFLOW_TRACKING_USERNAME/PASSWORD send it, is the same caller.
+    basic = requests.get(
+        f"{web.url}{API}/runs/get",
+        params={"run_id": run_id},
+        auth=("alice", "alice-password-1"),
+        timeout=30,
+    )
+    assert basic.status_code == 200 and basic.json()["run"]["info"]["user_id"] == "alice"
 
     # A read-only token reads and searches, and cannot create runs.
     read_only = token_for(alice, ["read"])
