@@ -342,3 +342,14 @@ def test_bad_input_gets_mlflow_error_codes(web, alice):
     status, body = post("model-versions/create", {"name": "kept", "source": "runs:/abc/m"})
     assert status == 400 and RegisteredModel.objects.filter(name="kept").exists()
     assert not ModelVersion.objects.exists()
+
+
+def test_a_team_that_owns_experiments_is_not_deleted(admin_user, alice):
+    from registry.errors import Conflict
+    from registry.services import teams, tracking
+
+    team = join_team(alice, "contributor", "risk")
+    tracking.create_experiment(alice, "churn", {"modelgate.team": "risk"})
+    with pytest.raises(Conflict, match="MLflow experiments"):
+        teams.delete_team(admin_user, team)
+    assert Experiment.objects.get(name="churn").team == team

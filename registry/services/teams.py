@@ -68,6 +68,12 @@ def delete_team(user, team: Team) -> None:
                 f"Team '{team.name}' still owns models; move or delete them first.",
                 {"models": list(team.models.values_list("name", flat=True)[:20])},
             )
+        if team.experiments.exists():  # their runs may be what versions were made from
+            raise Conflict(
+                f"Team '{team.name}' still owns MLflow experiments; an experiment's runs feed "
+                "versions' lineage, so the team stays while it has any.",
+                {"experiments": list(team.experiments.values_list("name", flat=True)[:20])},
+            )
         record_event("team.deleted", user, data={"team": team.name})
         team.delete()
 
