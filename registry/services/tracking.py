@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from registry.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -346,9 +346,13 @@ def latest_metrics(run_ids: list[str]) -> dict[str, dict[str, RunMetric]]:
     """{run id: {key: latest value}}: MLflow's latest is the highest step, then the latest
     timestamp, then the highest value (the rows' ordering)."""
     latest: dict[str, dict[str, RunMetric]] = {run_id: {} for run_id in run_ids}
-    for metric in RunMetric.objects.filter(run_id__in=run_ids).order_by(
-        "run_id", "key", "step", "timestamp", "value"
-    ):
+    rows = RunMetric.objects.filter(run_id__in=run_ids)
+    if connection.vendor == "postgresql":  # one row per (run, key) instead of every value
+        rows = rows.order_by("run_id", "key", "-step", "-timestamp", "-value")
+        for metric in rows.distinct("run_id", "key"):
+            latest[metric.run_id][metric.key] = metric
+        return latest
+    for metric in rows.order_by("run_id", "key", "step", "timestamp", "value"):
         latest[metric.run_id][metric.key] = metric
     return latest
 
