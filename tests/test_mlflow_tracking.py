@@ -353,3 +353,30 @@ def test_a_team_that_owns_experiments_is_not_deleted(admin_user, alice):
     with pytest.raises(Conflict, match="MLflow experiments"):
         teams.delete_team(admin_user, team)
     assert Experiment.objects.get(name="churn").team == team
+
+
+def test_run_filters_parse_as_mlflow_writes_them():
+    from registry.mlflow.errors import MlflowError
+    from registry.mlflow.tracking import parse_run_filter
+
+    assert parse_run_filter(
+        "metrics.`val auc` >= 0.9 and params.C = '0.5' AND tags.\"team x\" LIKE 'r%' "
+        "AND attributes.status IN ('FINISHED', 'RUNNING') AND run_name != 'x AND y'"
+    ) == [
+        ("metrics", "val auc", ">=", 0.9),
+        ("params", "C", "=", "0.5"),
+        ("tags", "team x", "LIKE", "r%"),
+        ("attributes", "status", "IN", ["FINISHED", "RUNNING"]),
+        ("attributes", "run_name", "!=", "x AND y"),
+    ]
+    for bad in (
+        "metrics.auc > 'high'",  # a metric compares with a number
+        "params.C > 1",  # a param with a string
+        "metrics.auc LIKE '0.9%'",
+        "attributes.colour = 'red'",
+        "params.C = '1' OR params.C = '2'",
+        "params.C = 'unclosed",
+    ):
+        with pytest.raises(MlflowError) as info:
+            parse_run_filter(bad)
+        assert info.value.error_code == "INVALID_PARAMETER_VALUE", bad
