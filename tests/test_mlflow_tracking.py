@@ -96,6 +96,7 @@ loads = {
         "models:/fraud-detector@champion",
         f"models:/fraud-detector/{exported.version}",
         f"runs:/{run_id}/exported",
+        f"runs:/{run_id}/model",  # autolog's logged model, found by the run and its name
         info.model_uri,
     )
 }
