@@ -163,6 +163,9 @@ class LineageSerializer(serializers.Serializer):
     run_url = serializers.CharField(required=False, allow_blank=True)
     run_id = serializers.CharField(required=False, allow_blank=True)
     parent_version = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    # Filled from the MLflow run (and logged model) a version is registered from.
+    experiment_id = serializers.CharField(required=False, allow_blank=True)
+    logged_model_id = serializers.CharField(required=False, allow_blank=True)
 
 
 class FileDeclarationSerializer(serializers.Serializer):
