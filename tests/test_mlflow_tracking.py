@@ -256,8 +256,36 @@ def test_another_teams_experiment_and_run_do_not_exist_for_you(web, tmp_path, al
     assert (status, body["error_code"]) == (403, "PERMISSION_DENIED")
     assert Run.objects.count() == 1
 
-    # A viewer of the team reads the run, may not write to it.
+    # The run's files: its creator writes them, a teammate may not slip one in, a viewer
+    # of the team reads them.
+    def put(token, data):
+        return requests.put(
+            f"{web.url}/api/2.0/mlflow-artifacts/artifacts/{artifact}",
+            data=data,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+
+    teammate = _make_user("tom", ["contributors"], team="risk")
+    denied = put(token_for(teammate), b"cos\nsystem\n")
+    assert (denied.status_code, denied.json()["error_code"]) == (403, "PERMISSION_DENIED")
+    assert put(alice_token, b"weights").status_code == 200
     viewer = _make_user("vera", team="risk")
+    got = requests.get(
+        f"{web.url}/api/2.0/mlflow-artifacts/artifacts/{artifact}",
+        headers={"Authorization": f"Bearer {token_for(viewer)}"},
+        timeout=30,
+    )
+    assert (got.status_code, got.content) == (200, b"weights")
+    hidden = requests.get(
+        f"{web.url}/api/2.0/mlflow-artifacts/artifacts/{artifact}",
+        headers={"Authorization": f"Bearer {ben_token}"},
+        timeout=30,
+    )
+    assert hidden.status_code == 404
+    assert list(ArtifactFile.objects.values_list("created_by__username", flat=True)) == ["alice"]
+
+    # A viewer of the team reads the run, may not write to it.
     assert call(token_for(viewer), "GET", "runs/get", {"run_id": run_id})[0] == 200
     status, body = call(
         token_for(viewer), "POST", "runs/set-tag", {"run_id": run_id, "key": "k", "value": "v"}
