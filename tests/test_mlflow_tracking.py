@@ -238,6 +238,14 @@ def test_another_teams_experiment_and_run_do_not_exist_for_you(web, tmp_path, al
     assert put.status_code == 404, put.text
     assert not ArtifactFile.objects.exists()
 
+    # Nor may he make a version of his own model from her run's files.
+    assert call(ben_token, "POST", "registered-models/create", {"name": "copycat"})[0] == 200
+    status, body = call(
+        ben_token, "POST", "model-versions/create", {"name": "copycat", "source": f"runs:/{run_id}"}
+    )
+    assert (status, body["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST"), body
+    assert not ModelVersion.objects.exists()
+
     # Basic auth, as MLFLOW_TRACKING_USERNAME/PASSWORD send it, is the same caller.
     basic = requests.get(
         f"{web.url}{API}/runs/get",
