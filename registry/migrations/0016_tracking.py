@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0014_teams'),
+        ('registry', '0015_mlflow_names'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
