@@ -68,7 +68,10 @@ def workspace(tmp_path) -> Path:
     """What a training step leaves for the pipeline: ./model and ./metrics.json."""
     root = tmp_path / "workspace"
     (root / "model" / "preprocessing").mkdir(parents=True)
-    (root / "model" / "model.bin").write_bytes(os.urandom(2 * 1024 * 1024 + 321))
+    # A fixed first byte: random bytes that begin as a pickle would (0x80, 1 in 256) are
+    # scanned as one, and their garbage opcodes end `unverified`.
+    weights = b"W" + os.urandom(2 * 1024 * 1024 + 320)
+    (root / "model" / "model.bin").write_bytes(weights)
     (root / "model" / "preprocessing" / "scaler.json").write_text('{"mean": [0.1, 0.2]}')
     (root / "model" / "README.md").write_text("# fraud\n\nCard fraud scores.\n")
     write_metrics(root, 0.93)
