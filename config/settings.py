@@ -7,6 +7,7 @@ DATABASE_URL / CELERY_BROKER_URL to run on Postgres and Redis.
 
 import ipaddress
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -45,6 +46,12 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# The server's address as its clients reach it (https://modelgate.example.com), for URLs it
+# hands out that must work from anywhere (MLflow download URIs); empty: the request's own
+# scheme and Host (one of ALLOWED_HOSTS), which a proxy may not pass on faithfully.
+MODELGATE_PUBLIC_URL = os.environ.get("MODELGATE_PUBLIC_URL", "").strip().rstrip("/")
+if MODELGATE_PUBLIC_URL and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", MODELGATE_PUBLIC_URL):
+    raise ImproperlyConfigured("MODELGATE_PUBLIC_URL must be an http(s):// URL.")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -301,6 +308,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # The worker lists the folder this often when it is empty (kombu's default: 1 s,
+        # which a new version's pipeline would wait half of on average); a listing of a
+        # near-empty folder costs microseconds.
+        "polling_interval": float(os.environ.get("MODELGATE_FILE_BROKER_POLL_SECONDS", 0.05)),
     }
 else:
     # Longer than the longest task, so an unacked task is not handed to a second worker.
@@ -357,6 +368,12 @@ MODELGATE_JOB_LEASE_SECONDS = int(os.environ.get("MODELGATE_JOB_LEASE_SECONDS", 
 MODELGATE_JOB_MAX_ATTEMPTS = int(os.environ.get("MODELGATE_JOB_MAX_ATTEMPTS", 6))
 MODELGATE_JOB_RESEND_SECONDS = int(os.environ.get("MODELGATE_JOB_RESEND_SECONDS", 60))
 MODELGATE_RECONCILE_SECONDS = float(os.environ.get("MODELGATE_RECONCILE_SECONDS", 30))
+# MLflow's create_model_version holds its answer this long at most for the new version's
+# pipeline (verify, scan...) and answers READY if it finished meanwhile; else
+# PENDING_REGISTRATION, and the client polls (every 3 s). 0: answer at once.
+MODELGATE_MLFLOW_CREATE_WAIT_SECONDS = float(
+    os.environ.get("MODELGATE_MLFLOW_CREATE_WAIT_SECONDS", 3)
+)
 # The scanner's bounds per file (exceeding one makes the scan "unverified", naming it) and
 # the operator's extra dangerous pickle globals ("module.name" or a whole "module"),
 # judged unsafe on top of the built-in block-list; `manage.py rescan` applies a change.

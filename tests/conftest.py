@@ -66,6 +66,9 @@ def _test_settings(tmp_path_factory):
     django_settings.MODELGATE_STORAGE_URL = f"file://{store_root}"
     django_settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
     django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["token_create"] = "1000/min"
+    # No worker runs in most tests: MLflow's create_model_version would hold every answer
+    # for a pipeline that never comes. `celery_worker` turns the wait back on.
+    django_settings.MODELGATE_MLFLOW_CREATE_WAIT_SECONDS = 0
     return store_root
 
 
@@ -218,7 +221,7 @@ def model(alice_api):
 
 
 @pytest.fixture
-def celery_worker(transactional_db):
+def celery_worker(transactional_db, settings):
     """A real Celery worker (threads of this process) consuming the configured broker."""
     from celery.contrib.testing.worker import start_worker
 
@@ -226,6 +229,7 @@ def celery_worker(transactional_db):
     from workers.celery import app
 
     app.conf.task_always_eager = False
+    settings.MODELGATE_MLFLOW_CREATE_WAIT_SECONDS = 3  # the default: a worker is there
     with start_worker(
         app,
         pool="threads",

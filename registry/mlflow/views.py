@@ -20,6 +20,7 @@ from registry.services import (
     aliases,
     artifacts,
     promotions,
+    readiness,
     registered_models,
     validation,
     versions,
@@ -402,6 +403,7 @@ def create_model_version(call: Call) -> dict:
     lineage = {"run_id": call.get("run_id"), "run_url": call.get("run_link")}
     fields["lineage"] = {key: str(value) for key, value in lineage.items() if value}
     version = artifacts.create_version_from_source(model, call.user, call.get("source"), fields)
+    version = readiness.wait_settled(version)  # READY now rather than after a 3 s client poll
     return {"model_version": shapes.model_version(version, aliases=[])}
 
 
