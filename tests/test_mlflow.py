@@ -178,7 +178,8 @@ def test_native_versions_are_visible_through_mlflow(live_server, monkeypatch, al
     assert client.get_model_version("fraud", str(first)).tags == {}
 
     uri = client.get_model_version_download_uri("fraud", str(first))
-    assert uri == f"mlflow-artifacts:/modelgate/fraud/{first}"
+    # With the host, so it resolves whatever the tracking URI is (tests/test_mlflow_uris.py).
+    assert uri == f"{live_server.url}/api/2.0/mlflow-artifacts/artifacts/modelgate/fraud/{first}"
 
     assert error_code(client.get_model_version, "fraud", "x") == "INVALID_PARAMETER_VALUE"
 

@@ -1,9 +1,15 @@
 """Modelgate's models in MLflow's JSON shapes (mlflow/protos/model_registry.proto)."""
 
+import contextlib
+from contextvars import ContextVar
 from datetime import datetime
+
+from django.conf import settings
+from django.urls import get_script_prefix
 
 from registry.models import ModelVersion, RegisteredModel
 from registry.names import in_uri
+from registry.services.artifacts import VERSIONS_ROOT
 
 STATUS = {
     ModelVersion.State.UPLOADING: "PENDING_REGISTRATION",
@@ -23,8 +29,41 @@ def tag_list(tags: dict) -> list[dict]:
     return [{"key": key, "value": value} for key, value in sorted((tags or {}).items())]
 
 
+ARTIFACTS_PATH = "api/2.0/mlflow-artifacts/artifacts"
+# The request being answered, for the server's address in the URIs it hands out.
+_request: ContextVar = ContextVar("mlflow_request", default=None)
+
+
+@contextlib.contextmanager
+def answering(request):
+    """Shapes built inside name the server as `request`'s client reached it."""
+    token = _request.set(request)
+    try:
+        yield
+    finally:
+        _request.reset(token)
+
+
+def public_url() -> str:
+    """The server's base URL (no trailing slash): MODELGATE_PUBLIC_URL if set, else the
+    request's scheme and Host (Django checks the Host against ALLOWED_HOSTS); "" outside
+    a request."""
+    if settings.MODELGATE_PUBLIC_URL:
+        return settings.MODELGATE_PUBLIC_URL
+    request = _request.get()
+    return request.build_absolute_uri(get_script_prefix()).rstrip("/") if request else ""
+
+
 def download_uri(version: ModelVersion) -> str:
-    return f"mlflow-artifacts:/modelgate/{in_uri(version.model.name)}/{version.number}"
+    """Where MLflow downloads the version's files from, wherever its tracking URI points:
+    an http(s) URL of the artifact proxy, which MLflow's HttpArtifactRepository lists and
+    downloads with the registry's credentials (MLFLOW_TRACKING_TOKEN/USERNAME/PASSWORD).
+    A host-less `mlflow-artifacts:/` URI would be resolved against the tracking URI, and
+    fail when that is another server or a local store. The name's `%`, `#` and `?` are
+    escaped (registry.names.in_uri): MLflow's client would cut the URL at them."""
+    path = f"{VERSIONS_ROOT}/{in_uri(version.model.name)}/{version.number}"
+    base = public_url()
+    return f"{base}/{ARTIFACTS_PATH}/{path}" if base else f"mlflow-artifacts:/{path}"
 
 
 def current_stage(version: ModelVersion, aliases: list[str] | None = None) -> str:

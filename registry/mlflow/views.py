@@ -98,7 +98,8 @@ def endpoint(methods: dict):
             level, handler = methods[request.method]
             user, scopes = authenticate(request)
             require_scope(scopes, level)
-            result = handler(Call(request, user, scopes), **kwargs)
+            with shapes.answering(request):  # download URIs name the host asked
+                result = handler(Call(request, user, scopes), **kwargs)
             return result if isinstance(result, HttpResponseBase) else JsonResponse(result)
         except MlflowError as error:
             return error.response()
