@@ -36,7 +36,18 @@ import httpx
 if __package__ in (None, ""):  # run as a script: make `bench` importable as a package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import api, machine, makerun, monitoring, promotion, report, scan, storage, upload
+from bench import (
+    api,
+    machine,
+    makerun,
+    monitoring,
+    promotion,
+    registration,
+    report,
+    scan,
+    storage,
+    upload,
+)
 from bench.core import PRESETS, BenchError, Benchmark, Context, MiB, Options, Row, parse_size
 from bench.server import SERVER_SETUP
 
@@ -59,6 +70,7 @@ BENCHMARKS: list[Benchmark] = [
         "promotion latency: reviewer's approval → promoted, with a real worker",
         promotion.run,
     ),
+    Benchmark(registration.NAME, registration.DESCRIPTION, registration.run),
     Benchmark(
         storage.NAME,
         "blob store: encryption's cost, ranged reads, S3 backend vs boto3",
