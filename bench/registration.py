@@ -9,7 +9,9 @@ verifies, scans, extracts and packages it before answering READY; MLflow's serve
 answers READY at once.
 
 Sides, in the same run and with the same client code (a subprocess with the dev venv's
-`mlflow`, its own environment per side), COUNT versions each after one warm-up:
+`mlflow`, its own environment per side), COUNT versions each after one warm-up; on
+MLflow's server each version comes from a run's artifacts (created first, not timed),
+since it refuses an `mlflow-artifacts:` source outside a run:
 - Modelgate as `make run` starts it (SQLite, file broker, local store: bench/makerun.py);
 - `mlflow server` on its defaults (bench/mlflow_server.py);
 - Modelgate on Postgres + Redis (bench/server.py, the run's shared server).
@@ -42,6 +44,7 @@ import httpx
 from mlflow import MlflowClient
 
 base, folder, count, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+with_run = sys.argv[6] == "run"
 token = os.environ.get("MLFLOW_TRACKING_TOKEN")
 headers = {"Authorization": f"Bearer {token}"} if token else {}
 client = MlflowClient(tracking_uri=base, registry_uri=base)
@@ -52,12 +55,17 @@ with httpx.Client(base_url=base, headers=headers, timeout=120) as http:
     for i in range(count + 1):
         model = {"weights": os.urandom(size), "classes": ["no", "yes"], "version": i}
         weights = pickle.dumps(model, protocol=4)
+        run_id, where = None, f"{folder}/{i}"
+        if with_run:  # MLflow's server takes an mlflow-artifacts source only inside a run's
+            run = client.create_run("0")
+            run_id = run.info.run_id
+            where = run.info.artifact_uri.removeprefix("mlflow-artifacts:/") + "/model"
         for name, data in (("MLmodel", mlmodel), ("model.pkl", weights)):
-            url = f"/api/2.0/mlflow-artifacts/artifacts/{folder}/{i}/{name}"
+            url = f"/api/2.0/mlflow-artifacts/artifacts/{where}/{name}"
             http.put(url, content=data).raise_for_status()
         started = time.perf_counter()
         mv = client.create_model_version(
-            sys.argv[5], f"mlflow-artifacts:/{folder}/{i}", await_creation_for=120
+            sys.argv[5], f"mlflow-artifacts:/{where}", run_id=run_id, await_creation_for=120
         )
         took = time.perf_counter() - started
         started = time.perf_counter()
@@ -76,13 +84,24 @@ def log(message: str) -> None:
     print(f"  [{NAME}] {message}", file=sys.stderr, flush=True)
 
 
-def measure(base_url: str, token: str | None, folder: str) -> dict:
-    """COUNT registrations through MlflowClient in a process of its own."""
+def measure(base_url: str, token: str | None, folder: str, with_run: bool = False) -> dict:
+    """COUNT registrations through MlflowClient in a process of its own; `with_run`: each
+    from a run's artifacts, as MLflow's server requires (Modelgate serves no runs)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     if token:
         env["MLFLOW_TRACKING_TOKEN"] = token
     result = subprocess.run(
-        [sys.executable, "-c", CLIENT, base_url, folder, str(COUNT), str(SIZE), MODEL],
+        [
+            sys.executable,
+            "-c",
+            CLIENT,
+            base_url,
+            folder,
+            str(COUNT),
+            str(SIZE),
+            MODEL,
+            "run" if with_run else "folder",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -141,7 +160,7 @@ def run(ctx: Context) -> list[Row]:
         version = mlflow_server.ensure_venv()
         with mlflow_server.run_default(ctx.workdir / "registration-mlflow") as mlflow:
             log(f"mlflow server {version} (its defaults)")
-            found = measure(mlflow.base_url, None, "bench-registration")
+            found = measure(mlflow.base_url, None, "bench-registration", with_run=True)
             rows += _rows(f"mlflow server {version} (its defaults, SQLite)", found, goal=False)
     log("Modelgate on Postgres + Redis")
     found = measure(ctx.server.base_url, ctx.server.token, "bench-registration")
