@@ -179,7 +179,8 @@ def test_the_mlflow_client_keeps_names_as_written(live_server, monkeypatch, alic
     assert version.name == name
     ModelVersion.objects.filter(model__name=name).update(state="ready")
     uri = client.get_model_version_download_uri(name, version.version)
-    assert uri == "mlflow-artifacts:/modelgate/Fraud %231%3F 100%25/1"
+    artifacts = f"{live_server.url}/api/2.0/mlflow-artifacts/artifacts"
+    assert uri == f"{artifacts}/modelgate/Fraud %231%3F 100%25/1"
     out = tmp_path / "out"
     mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(out))
     assert (out / "1" / "w.bin").read_bytes() == b"weights"  # the folder under its own name
