@@ -3,8 +3,9 @@
 - `runtime_venv(source)`: `python3.11 -m venv` + `pip install <source>`: no extras, not
   editable, so the server runs on its declared runtime dependencies only.
 - `client_venv(source)`: `pip install <source>/client`: the CLI alone (modelgate-client).
+- `mlflow_venv()`: MLflow's client and scikit-learn alone, as a data scientist has them.
 
-Both are kept under `cache` (default: the test run's var dir, so `make clean` drops them)
+All are kept under `cache` (default: the test run's var dir, so `make clean` drops them)
 keyed by a hash of what they were built from: a rerun with the same inputs reuses them, a
 change rebuilds (the runtime venv keeps its dependencies while pyproject.toml is the same
 and reinstalls only the project when its code changed). MODELGATE_FRESH_VENVS=1 rebuilds
@@ -170,3 +171,33 @@ def installed(venv: Path) -> dict[str, str]:
         timeout=120,
     ).stdout
     return {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(out)}
+
+
+# What a data scientist's MLflow environment holds: MLflow's client, scikit-learn, and the SQL
+# store's packages for a local `sqlite:` tracking URI. Nothing of Modelgate's.
+MLFLOW_CLIENT = (
+    "mlflow-skinny",
+    "scikit-learn",
+    "skops",
+    "pandas",
+    "cloudpickle",
+    "sqlalchemy",
+    "alembic",
+)
+
+
+def mlflow_venv(cache: Path | None = None) -> Path:
+    """A venv with only MLflow's client (at the dev venv's versions, so pip's cache serves
+    them); returns its directory."""
+    from importlib.metadata import version
+
+    pins = [f"{name}=={version(name)}" for name in MLFLOW_CLIENT]
+    cache = cache or default_cache()
+    venv = cache / f"mlflow-{hashlib.sha256(' '.join(pins).encode()).hexdigest()[:12]}"
+    with _locked(cache):
+        if fresh_requested() or not (venv / ".installed").exists():
+            _prune(cache, "mlflow", venv)
+            _new_venv(venv)
+            _run([venv / "bin/pip", "install", *pins], cache / f"{venv.name}.log")
+            (venv / ".installed").touch()
+    return venv
