@@ -27,8 +27,14 @@ SAMPLE_ARGS = {
     "team": "default",
     "username": "alice",
     "artifact_path": "modelgate/fraud/1/model.pkl",
+    "model_id": "m-1",
+    "tag_key": "stage",
 }
 METHODS = ["get", "post", "put", "patch", "delete", "head"]
+# MLflow's client sends these searches as POST: they are reads (tests/test_mlflow_tracking.py).
+READING_POSTS = {
+    f"/api/2.0/mlflow/{search}/search" for search in ("experiments", "runs", "logged-models")
+}
 
 
 def api_urls():
@@ -84,6 +90,8 @@ def test_a_read_only_token_cannot_write_anywhere(alice, url, method):
         pytest.skip("a token cannot mint tokens; tested below")
     if url == "/api/v1/auth/tokens/1/" and method == "delete":
         pytest.skip("revoking your own token only lowers privilege; tested below")
+    if url in READING_POSTS and method == "post":
+        pytest.skip("a search, posted as MLflow's client does, is a read")
     client = client_for(alice, scopes=["read"])
     response = getattr(client, method)(url, {}, format="json")
     assert response.status_code in (403, 405), (method, url, response.status_code)
@@ -95,6 +103,8 @@ def test_a_read_only_token_cannot_write_anywhere(alice, url, method):
 def test_a_user_without_a_role_cannot_write_anywhere(reader_api, url, method):
     if url in ("/api/v1/auth/tokens/", "/api/v1/auth/tokens/1/"):
         pytest.skip("anyone may manage their own tokens")
+    if url in READING_POSTS and method == "post":
+        pytest.skip("a search, posted as MLflow's client does, is a read")
     response = getattr(reader_api, method)(url, {}, format="json")
     assert response.status_code in (403, 404, 405), (method, url, response.status_code)
     assert response.status_code != 404 or method == "delete"
