@@ -80,6 +80,13 @@ def third_party_imports(files: dict[str, str]) -> dict[str, set[str]]:
     return found
 
 
+def installed(top: str) -> bool:
+    try:
+        return importlib.util.find_spec(top) is not None
+    except ValueError:  # kombu swaps its module in sys.modules for one without __spec__
+        return top in sys.modules
+
+
 def main() -> None:
     import django
 
@@ -88,7 +95,7 @@ def main() -> None:
     missing = {
         top: sorted(users)
         for top, users in sorted(third_party_imports(files).items())
-        if top not in DEV_ONLY and importlib.util.find_spec(top) is None
+        if top not in DEV_ONLY and not installed(top)
     }
     print(
         json.dumps(
